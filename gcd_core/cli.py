@@ -1,0 +1,566 @@
+"""The ``gcd`` command: ``gcd train``, ``gcd generate`` and ``gcd inspect``.
+
+Errors a user can fix (``GCDError``, bad arguments, missing or unreadable files) end the command with one line
+``gcd: error: <reason>`` on stderr and a non-zero exit code; set ``GCD_DEBUG=1`` to see the traceback instead.
+``python -m gcd_core.cli`` is the same command, so ``torchrun -m gcd_core.cli train ...`` trains with DDP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+
+from gcd_core import __version__
+from gcd_core.errors import GCDError
+
+PROG = "gcd"
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+MAX_CURVE_POINTS = 50
+
+
+class _UsageError(Exception):
+    """An argparse error, raised instead of argparse's print-usage-and-exit so main() reports one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# ------------------------------------------------------------------------------------------------ parsing
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+_positive_int.__name__ = "positive integer"  # argparse names the type in its "invalid ... value" message
+_positive_float.__name__ = "positive number"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``gcd`` command and its subcommands."""
+    from gcd_core.data.crystals import PHASES
+    from gcd_core.diffusion.objective import PREDICTIONS
+    from gcd_core.diffusion.schedules import SCHEDULES
+    from gcd_core.io import FORMATS
+    from gcd_core.representation.grid import ENCODINGS
+    from gcd_core.training.trainer import TrainConfig
+
+    defaults = TrainConfig()
+    parser = _Parser(
+        prog=PROG,
+        description="Grand canonical diffusion: train, inspect and sample voxel-grid diffusion models "
+        "of atoms.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    # ---------------------------------------------------------------------------------------------- train
+    p = sub.add_parser(
+        "train",
+        help="train a model (resumes from OUT_DIR/checkpoint.pt)",
+        description="Train a model on structures from files or on one ideal crystal. Writes "
+        "OUT_DIR/checkpoint.pt (training state; a later run with the same model options resumes from it), "
+        "OUT_DIR/model.pt (EMA weights for inference) and OUT_DIR/model.json (metadata). "
+        "Runs under torchrun for data-parallel training.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("out_dir", metavar="OUT_DIR", type=Path, help="output directory")
+    data = p.add_argument_group("data (one of --structures / --crystal)")
+    source = data.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--structures",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="structure files or directories (any ASE-readable format, all frames)",
+    )
+    source.add_argument(
+        "--crystal",
+        choices=sorted(PHASES),
+        metavar="PHASE",
+        help=f"train on one ideal crystal: {', '.join(sorted(PHASES))}",
+    )
+    data.add_argument(
+        "--supercell",
+        nargs="+",
+        type=_positive_int,
+        default=[2],
+        metavar="N",
+        help="crystal supercell: N or NX NY NZ conventional cells",
+    )
+    data.add_argument("--element", help="crystal element (default: the phase's own)")
+    data.add_argument("--a", type=_positive_float, help="crystal lattice constant a (A)")
+    data.add_argument("--c", type=_positive_float, help="crystal lattice constant c (A, hcp)")
+    data.add_argument(
+        "--labels-from-info",
+        metavar="KEY",
+        help="class-conditional model: each structure's atoms.info[KEY] is its label",
+    )
+
+    grid = p.add_argument_group("voxel grid")
+    grid.add_argument("--voxel-size", type=_positive_float, required=True, help="voxel edge (A)")
+    grid.add_argument("--encoding", choices=ENCODINGS, default="sharp", help="occupancy encoding")
+    grid.add_argument("--blob-sigma", type=_positive_float, default=1.0, help="smooth blob width (voxels)")
+    grid.add_argument(
+        "--species", nargs="+", metavar="X", help="species channels (default: sorted species of the data)"
+    )
+
+    net = p.add_argument_group("network and diffusion")
+    net.add_argument("--base-channels", type=_positive_int, default=32)
+    net.add_argument("--channel-mults", nargs="+", type=_positive_int, default=[1, 2, 2], metavar="M")
+    net.add_argument("--num-res-blocks", type=_positive_int, default=1)
+    net.add_argument("--schedule", choices=sorted(SCHEDULES), default="cosine")
+    net.add_argument("--prediction", choices=PREDICTIONS, default="x0")
+
+    opt = p.add_argument_group("training")
+    opt.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=defaults.steps,
+        help="total steps, counting those of a resumed checkpoint",
+    )
+    opt.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size, help="per process")
+    opt.add_argument("--lr", type=_positive_float, default=defaults.lr)
+    opt.add_argument("--warmup-steps", type=_positive_int, default=defaults.warmup_steps)
+    opt.add_argument("--ema-decay", type=float, default=defaults.ema_decay)
+    opt.add_argument("--grad-clip", type=_positive_float, default=defaults.grad_clip)
+    opt.add_argument("--occupied-weight", type=float, default=defaults.occupied_weight)
+    opt.add_argument("--checkpoint-every", type=_positive_int, default=defaults.checkpoint_every)
+    opt.add_argument("--log-every", type=_positive_int, default=defaults.log_every)
+    opt.add_argument("--seed", type=int, default=defaults.seed)
+    opt.add_argument(
+        "--time-budget",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="stop (and checkpoint) after this much training time",
+    )
+    opt.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    opt.add_argument("--no-resume", action="store_true", help="start afresh even if OUT_DIR has a checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    # ------------------------------------------------------------------------------------------- generate
+    p = sub.add_parser(
+        "generate",
+        help="sample structures from a trained model",
+        description="Sample structures in a cell of your choice (sides must give voxel counts that are "
+        "multiples of the network's stride).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT", type=Path, help="model.pt or checkpoint.pt")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="PATH",
+        help="directory (one file per sample) or, with --one-file, a file",
+    )
+    cell = p.add_mutually_exclusive_group(required=True)
+    cell.add_argument("--cell", nargs=3, type=float, metavar=("LX", "LY", "LZ"), help="cell edges (A)")
+    cell.add_argument(
+        "--supercell",
+        nargs="+",
+        type=_positive_int,
+        metavar="N",
+        help="N or NX NY NZ times the model's first training cell",
+    )
+    p.add_argument("--num-samples", type=_positive_int, default=1)
+    p.add_argument("--steps", type=_positive_int, default=50, help="sampler steps")
+    p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label", help="class label (conditional models)")
+    p.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance scale")
+    p.add_argument(
+        "--merge-distance",
+        type=_positive_float,
+        metavar="A",
+        help="merge atoms closer than this (A), keeping the more occupied one",
+    )
+    p.add_argument("--format", choices=sorted(FORMATS), default="extxyz")
+    p.add_argument("--one-file", action="store_true", help="all samples in one file (cif, extxyz)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.set_defaults(func=cmd_generate)
+
+    # -------------------------------------------------------------------------------------------- inspect
+    p = sub.add_parser(
+        "inspect",
+        help="show a model's configuration and training metadata",
+        description="Show a checkpoint's configuration and training metadata.",
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT", type=Path)
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=cmd_inspect)
+    return parser
+
+
+# -------------------------------------------------------------------------------------------------- train
+def _cells(structures: Sequence[Any]) -> list[list[float]]:
+    from gcd_core.representation.grid import cell_lengths_of
+
+    return sorted({tuple(round(v, 6) for v in cell_lengths_of(a)) for a in structures})  # type: ignore[misc]
+
+
+def _load_training_data(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
+    """The training structures and a JSON description of where they came from."""
+    if args.crystal:
+        from gcd_core.data.crystals import crystal
+
+        if len(args.supercell) not in (1, 3):
+            raise GCDError(f"--supercell takes 1 or 3 integers, got {len(args.supercell)}")
+        reps = args.supercell[0] if len(args.supercell) == 1 else tuple(args.supercell)
+        atoms = crystal(args.crystal, reps, element=args.element, a=args.a, c=args.c)
+        description = {
+            "source": "crystal",
+            "phase": args.crystal,
+            "supercell": list(args.supercell),
+            "element": args.element or atoms.get_chemical_symbols()[0],
+            "a": args.a,
+            "c": args.c,
+        }
+        structures = [atoms]
+    else:
+        from gcd_core.io import read_structures
+
+        structures = []
+        for path in args.structures:
+            structures.extend(read_structures(path))
+        description = {"source": "files", "files": [str(p) for p in args.structures]}
+    if not structures:
+        raise GCDError("no training structures")
+    description["num_structures"] = len(structures)
+    description["num_atoms"] = int(sum(len(a) for a in structures))
+    description["cells"] = [list(c) for c in _cells(structures)]
+    return structures, description
+
+
+def _labels(structures: Sequence[Any], key: str) -> tuple[list[str], list[int]]:
+    names = []
+    for index, atoms in enumerate(structures):
+        if key not in atoms.info:
+            raise GCDError(f"structure {index} has no atoms.info[{key!r}] (--labels-from-info {key})")
+        names.append(str(atoms.info[key]))
+    classes = sorted(set(names))
+    return classes, [classes.index(n) for n in names]
+
+
+def _loss_curve(loss_log: Sequence[dict], max_points: int = MAX_CURVE_POINTS) -> list[list[float]]:
+    """``[step, loss]`` pairs, evenly subsampled to at most ``max_points`` (the last entry always kept)."""
+    if not loss_log:
+        return []
+    keep = np.unique(np.linspace(0, len(loss_log) - 1, min(max_points, len(loss_log))).round().astype(int))
+    return [[int(loss_log[i]["step"]), float(loss_log[i]["loss"])] for i in keep]
+
+
+def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """``gcd train``: build the model, train it (resuming if possible), write model.pt and model.json."""
+    import torch
+
+    from gcd_core.diffusion.schedules import schedule_from_config
+    from gcd_core.model import Conditioning, GCDModel
+    from gcd_core.nn.unet import UNet3D
+    from gcd_core.representation.grid import VoxelGrid
+    from gcd_core.training import TrainConfig, VoxelDataset, init_distributed, train
+
+    structures, data = _load_training_data(args)
+    species = args.species or sorted({s for a in structures for s in a.get_chemical_symbols()})
+    grid = VoxelGrid(tuple(species), args.voxel_size, encoding=args.encoding, blob_sigma=args.blob_sigma)
+    conditioning, labels = Conditioning(), None
+    if args.labels_from_info:
+        classes, labels = _labels(structures, args.labels_from_info)
+        conditioning = Conditioning(labels=classes)
+        data["labels_from_info"] = args.labels_from_info
+    torch.manual_seed(args.seed)  # the same command builds the same initial weights
+    net = UNet3D(
+        in_channels=grid.n_channels,
+        out_channels=grid.n_channels,
+        base_channels=args.base_channels,
+        channel_mults=args.channel_mults,
+        num_res_blocks=args.num_res_blocks,
+        num_classes=len(conditioning.labels),
+    )
+    model = GCDModel(net, grid, schedule_from_config(args.schedule), args.prediction, conditioning)
+    dataset = VoxelDataset(structures, grid, labels=labels, stride=net.stride)
+    config = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup_steps=args.warmup_steps,
+        ema_decay=args.ema_decay,
+        grad_clip=args.grad_clip,
+        occupied_weight=args.occupied_weight,
+        checkpoint_every=args.checkpoint_every,
+        log_every=args.log_every,
+        seed=args.seed,
+        time_budget_s=args.time_budget,
+    )
+    context = init_distributed(args.device)  # train() joins the same group; we need the rank for output
+    command = " ".join([PROG, *argv])
+    started = time.perf_counter()
+    try:
+        result = train(
+            model,
+            dataset,
+            config,
+            args.out_dir,
+            resume=not args.no_resume,
+            device=args.device,
+            metadata={"command": command, "data": data},
+        )
+        if not context.is_main:
+            return 0
+        metadata = {
+            "command": command,
+            "data": data,
+            "train_cells": [list(c) for c in dataset.cell_lengths],
+            "steps": result.steps_done,
+            "final_loss": result.final_loss,
+            "loss_curve": _loss_curve(result.loss_log),
+            "seconds": round(time.perf_counter() - started, 3),
+            "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "torch_version": str(torch.__version__),  # TorchVersion would not load with weights_only
+            "device": str(context.device),
+            "world_size": context.world_size,
+            "parameters": sum(p.numel() for p in result.model.net.parameters()),
+        }
+        result.model.metadata.update(metadata)
+        out_dir = Path(args.out_dir)
+        result.model.save(out_dir / "model.pt")
+        (out_dir / "model.json").write_text(json.dumps(metadata, indent=2) + "\n")
+        print(
+            f"trained to step {result.steps_done} (final loss {result.final_loss:.4g}, "
+            f"{metadata['seconds']:.1f} s on {context.device} x{context.world_size}); "
+            f"wrote {out_dir / 'model.pt'}, {out_dir / 'model.json'}, {out_dir / 'checkpoint.pt'}"
+        )
+        return 0
+    finally:
+        if context.world_size > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------------------------- generate
+def _requested_cell(args: argparse.Namespace, model: Any) -> tuple[float, float, float]:
+    if args.cell is not None:
+        cell = tuple(float(v) for v in args.cell)
+        if not all(np.isfinite(v) and v > 0 for v in cell):
+            raise GCDError(f"--cell needs three positive lengths (A), got {list(args.cell)}")
+        return cell  # type: ignore[return-value]
+    cells = model.metadata.get("train_cells")
+    if not cells:
+        raise GCDError(
+            "this model records no training cell, so --supercell has nothing to multiply; use --cell"
+        )
+    if len(args.supercell) not in (1, 3):
+        raise GCDError(f"--supercell takes 1 or 3 integers, got {len(args.supercell)}")
+    reps = args.supercell * 3 if len(args.supercell) == 1 else args.supercell
+    return tuple(float(c) * n for c, n in zip(cells[0], reps, strict=True))  # type: ignore[return-value]
+
+
+def cmd_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """``gcd generate``: sample structures and write them."""
+    from gcd_core.device import resolve_device
+    from gcd_core.generate import GenerationRequest, generate, grid_layout_for
+    from gcd_core.io import MULTI_FRAME_FORMATS, write_structures
+    from gcd_core.model import GCDModel
+    from gcd_core.representation.grid import GridStretchWarning
+
+    if args.one_file and args.format not in MULTI_FRAME_FORMATS and args.num_samples > 1:
+        # the same check write_structures makes, but before minutes of sampling rather than after
+        raise GCDError(
+            f"{args.format} holds one structure per file, but --num-samples is {args.num_samples}; drop "
+            f"--one-file (one file per sample) or use --format {' or '.join(MULTI_FRAME_FORMATS)}"
+        )
+    device = resolve_device(args.device)
+    model = GCDModel.load(args.checkpoint, device=device)
+    cell = _requested_cell(args, model)
+    # Check the cell first (errors before any sampling) and report the voxel stretch once, not per call.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", GridStretchWarning)
+        layout = grid_layout_for(model, cell)
+    for warning in caught:
+        print(f"{PROG}: warning: {warning.message}", file=sys.stderr)
+    model.conditioning_tensors(1, args.label)  # a bad or unexpected label fails here, before sampling
+    request = GenerationRequest(
+        cell_lengths=cell,
+        num_samples=args.num_samples,
+        steps=args.steps,
+        sampler=args.sampler,
+        seed=args.seed,
+        label=args.label,
+        guidance_scale=args.guidance_scale,
+        merge_distance=args.merge_distance,
+    )
+    print(
+        f"sampling {args.num_samples} structure(s) in a {' x '.join(f'{v:g}' for v in cell)} A cell "
+        f"(grid {' x '.join(map(str, layout.shape))}) on {device}",
+        file=sys.stderr,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GridStretchWarning)
+        structures = generate(model, request, progress=True)
+    paths = write_structures(structures, args.out, args.format, one_file=args.one_file)
+    for index, atoms in enumerate(structures):
+        path = paths[0] if args.one_file else paths[index]
+        where = f"{path} (frame {index})" if args.one_file and len(structures) > 1 else str(path)
+        print(f"{index:4d}  {len(atoms):6d} atoms  {atoms.get_chemical_formula() or '-':>12}  {where}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ inspect
+def describe_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A JSON-ready summary of a checkpoint: config, parameter count, metadata and training state."""
+    import torch
+
+    from gcd_core.model import read_checkpoint
+    from gcd_core.nn.unet import UNet3D
+
+    checkpoint = read_checkpoint(path)
+    config = checkpoint["config"]
+    try:
+        with torch.device("meta"):  # no memory, no init cost: we only count parameters
+            parameters = sum(p.numel() for p in UNet3D(**config["net"]).parameters())
+    except (TypeError, KeyError) as exc:
+        raise GCDError(f"{path} has a broken network config ({exc})") from exc
+    info: dict[str, Any] = {
+        "path": str(path),
+        "kind": "training checkpoint" if "optimizer" in checkpoint else "model",
+        "config": config,
+        "parameters": parameters,
+        "has_ema": "ema" in checkpoint,
+        "metadata": checkpoint.get("metadata", {}),
+    }
+    if "step" in checkpoint:
+        info["step"] = int(checkpoint["step"])
+        info["loss_log_entries"] = len(checkpoint.get("loss_log", []))
+    if "train" in checkpoint:
+        info["train"] = checkpoint["train"]
+    return info
+
+
+def _format_description(info: dict[str, Any]) -> str:
+    config, meta = info["config"], info["metadata"]
+    grid, net, cond = config["grid"], config["net"], config.get("conditioning") or {}
+    schedule = dict(config["schedule"])
+    name = schedule.pop("name", "?")
+    lines = [f"{info['path']}: {info['kind']}" + (" (EMA weights)" if info["has_ema"] else "")]
+    encoding = grid["encoding"]
+    if encoding == "smooth":
+        encoding += f", blob sigma {grid['blob_sigma']} voxels"
+    schedule_text = ", ".join(f"{k}={v}" for k, v in schedule.items())
+    lines += [
+        "grid:",
+        f"  species       {', '.join(grid['species'])}",
+        f"  voxel size    {grid['voxel_size']} A",
+        f"  encoding      {encoding}",
+        f"  threshold     {grid['threshold']}",
+        "network:",
+        f"  channels      in {net['in_channels']}, out {net['out_channels']}, base {net['base_channels']}, "
+        f"mults {net['channel_mults']}",
+        f"  res blocks    {net['num_res_blocks']}",
+        f"  stride        {2 ** (len(net['channel_mults']) - 1)} voxels",
+        f"  parameters    {info['parameters']:,}",
+        f"schedule:       {name}" + (f" ({schedule_text})" if schedule_text else ""),
+        f"prediction:     {config.get('prediction', 'x0')}",
+    ]
+    parts = []
+    if cond.get("labels"):
+        parts.append(f"labels {cond['labels']}")
+    if cond.get("vector_dim"):
+        parts.append(f"vector {cond.get('vector_name') or 'vector'} [{cond['vector_dim']}]")
+    if cond.get("scalars"):
+        parts.append(f"scalars {cond['scalars']}")
+    lines.append(f"conditioning:   {'; '.join(parts) if parts else 'none'}")
+    lines.append("training:")
+    steps = info.get("step", meta.get("steps"))
+    rows = [
+        ("steps", steps),
+        ("final loss", None if meta.get("final_loss") is None else f"{meta['final_loss']:.6g}"),
+        ("seconds", meta.get("seconds")),
+        ("date", meta.get("date")),
+        ("device", meta.get("device") and f"{meta['device']} x{meta.get('world_size', 1)}"),
+        ("torch", meta.get("torch_version")),
+        (
+            "train cells",
+            meta.get("train_cells")
+            and "; ".join(" x ".join(f"{v:g}" for v in c) for c in meta["train_cells"]),
+        ),
+        ("command", meta.get("command")),
+    ]
+    data = meta.get("data")
+    if isinstance(data, dict):
+        if data.get("source") == "crystal":
+            text = f"crystal {data.get('phase')} ({data.get('element')}) supercell {data.get('supercell')}"
+        else:
+            text = f"files {data.get('files')}"
+        rows.append(("data", f"{text}, {data.get('num_structures')} structure(s)"))
+    curve = meta.get("loss_curve")
+    if curve:
+        shown = curve[:: max(1, len(curve) // 8)]
+        rows.append(("loss curve", ", ".join(f"{int(step)}: {loss:.4g}" for step, loss in shown)))
+    lines += [f"  {key:<13} {value}" for key, value in rows if value is not None]
+    if "train" in info:
+        lines.append("  config        " + ", ".join(f"{k}={v}" for k, v in info["train"].items()))
+    return "\n".join(lines)
+
+
+def cmd_inspect(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """``gcd inspect``: print a checkpoint's configuration and metadata."""
+    info = describe_checkpoint(args.checkpoint)
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        print(_format_description(info))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------- main
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``gcd`` command; returns the exit code (0 on success)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("GCD_DEBUG", "") not in ("", "0")
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        return int(args.func(args, argv) or 0)
+    except SystemExit as exc:  # --help and --version print and exit 0
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_ERROR)
+    except _UsageError as exc:
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: error: interrupted", file=sys.stderr)
+        return 130
+    except (GCDError, OSError, ValueError) as exc:  # GCDError is a ValueError; OSError: files we can't use
+        if debug:
+            raise
+        message = str(exc) if isinstance(exc, GCDError) else f"{type(exc).__name__}: {exc}"
+        print(f"{PROG}: error: {_one_line(message)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

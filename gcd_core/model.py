@@ -1,0 +1,190 @@
+"""A trained model as one object: network, voxel grid, noise schedule, prediction type and conditioning.
+
+Checkpoints are plain ``torch.save`` dicts of tensors and JSON-like config, so ``torch.load(weights_only=True)``
+reads them::
+
+    {"format": "gcd-checkpoint", "version": 1,
+     "config": {"grid": ..., "net": ..., "schedule": ..., "prediction": ..., "conditioning": ...},
+     "model": state_dict, "ema": state_dict | absent, "metadata": {...},
+     # training checkpoints also hold: "optimizer", "step", "loss_log", "train", "rng"}
+
+A loaded model uses the EMA weights when present.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gcd_core.device import resolve_device
+from gcd_core.diffusion.objective import PREDICTIONS
+from gcd_core.diffusion.samplers import Denoiser
+from gcd_core.diffusion.schedules import NoiseSchedule, schedule_from_config
+from gcd_core.errors import GCDError
+from gcd_core.nn.unet import UNet3D
+from gcd_core.representation.grid import VoxelGrid
+
+CHECKPOINT_FORMAT = "gcd-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class Conditioning:
+    """What a model can be conditioned on: class names, a vector (e.g. a spectrum), named scalars."""
+
+    labels: list[str] = field(default_factory=list)
+    vector_dim: int = 0
+    vector_name: str = ""
+    scalars: list[str] = field(default_factory=list)
+
+    def to_config(self) -> dict:
+        return {
+            "labels": list(self.labels),
+            "vector_dim": self.vector_dim,
+            "vector_name": self.vector_name,
+            "scalars": list(self.scalars),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict | None) -> Conditioning:
+        return cls(**(config or {}))
+
+    @property
+    def is_conditional(self) -> bool:
+        return bool(self.labels or self.vector_dim or self.scalars)
+
+    def label_index(self, label: str | int) -> int:
+        if isinstance(label, int) and 0 <= label < len(self.labels):
+            return label
+        if isinstance(label, str) and label in self.labels:
+            return self.labels.index(label)
+        raise GCDError(f"unknown label {label!r}; this model knows {self.labels or 'no labels'}")
+
+
+@dataclass
+class GCDModel:
+    net: UNet3D
+    grid: VoxelGrid
+    schedule: NoiseSchedule
+    prediction: str = "x0"
+    conditioning: Conditioning = field(default_factory=Conditioning)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.prediction not in PREDICTIONS:
+            raise GCDError(f"unknown prediction type {self.prediction!r}; choose one of {PREDICTIONS}")
+        if self.net.config["in_channels"] != self.grid.n_channels:
+            raise GCDError(
+                f"network takes {self.net.config['in_channels']} channels, the grid has {self.grid.n_channels}"
+            )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def to(self, device: str | torch.device | None) -> GCDModel:
+        self.net.to(resolve_device(device))
+        return self
+
+    def config(self) -> dict:
+        return {
+            "grid": self.grid.to_config(),
+            "net": dict(self.net.config),
+            "schedule": self.schedule.to_config(),
+            "prediction": self.prediction,
+            "conditioning": self.conditioning.to_config(),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict, metadata: dict | None = None) -> GCDModel:
+        return cls(
+            net=UNet3D(**config["net"]),
+            grid=VoxelGrid.from_config(config["grid"]),
+            schedule=schedule_from_config(config["schedule"]),
+            prediction=config.get("prediction", "x0"),
+            conditioning=Conditioning.from_config(config.get("conditioning")),
+            metadata=dict(metadata or {}),
+        )
+
+    # -------------------------------------------------------------------------------------------- sampling
+    def conditioning_tensors(
+        self,
+        batch: int,
+        label: str | int | None = None,
+        vector: torch.Tensor | None = None,
+        scalars: dict[str, float] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Network keyword arguments for a batch that shares one condition (None entries mean unconditional)."""
+        cond = self.conditioning
+        device = self.device
+        out: dict[str, torch.Tensor] = {}
+        if label is not None:
+            if not cond.labels:
+                raise GCDError("this model was not trained with class labels; leave the label out")
+            out["label"] = torch.full((batch,), cond.label_index(label), dtype=torch.long, device=device)
+        if vector is not None:
+            if not cond.vector_dim:
+                raise GCDError("this model was not trained with a conditioning vector")
+            vector = torch.as_tensor(vector, dtype=torch.float32, device=device).reshape(-1)
+            if vector.numel() != cond.vector_dim:
+                raise GCDError(f"the conditioning vector needs {cond.vector_dim} values, got {vector.numel()}")
+            out["vector"] = vector.expand(batch, -1)
+        if scalars:
+            unknown = sorted(set(scalars) - set(cond.scalars))
+            if unknown or set(scalars) != set(cond.scalars):
+                raise GCDError(f"scalars must be exactly {cond.scalars}, got {sorted(scalars)}")
+            values = torch.tensor([float(scalars[name]) for name in cond.scalars], device=device)
+            out["scalars"] = values.expand(batch, -1)
+        return out
+
+    def denoiser(self, conditioning: dict[str, torch.Tensor] | None = None, **kwargs: Any) -> Denoiser:
+        return Denoiser(self.net, self.schedule, self.prediction, conditioning, **kwargs)
+
+    # ----------------------------------------------------------------------------------------------- files
+    def checkpoint_dict(self, ema_state: dict | None = None, **extra: Any) -> dict:
+        """The dict saved to disk; ``extra`` adds training state (optimizer, step, loss log...)."""
+        out = {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "config": self.config(),
+            "model": self.net.state_dict(),
+            "metadata": dict(self.metadata),
+        }
+        if ema_state is not None:
+            out["ema"] = ema_state
+        out.update(extra)
+        return out
+
+    def save(self, path: str | Path) -> None:
+        """Save for inference only: weights (the ones in use) and config, no optimizer state."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(self.checkpoint_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device | None = None, use_ema: bool = True) -> GCDModel:
+        checkpoint = read_checkpoint(path)
+        model = cls.from_config(checkpoint["config"], checkpoint.get("metadata"))
+        state = checkpoint["ema"] if use_ema and "ema" in checkpoint else checkpoint["model"]
+        model.net.load_state_dict(state)
+        model.net.eval()
+        return model.to(device)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint dict safely (``weights_only=True``), with clear errors for wrong files."""
+    path = Path(path)
+    if not path.is_file():
+        raise GCDError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for non-checkpoint files
+        raise GCDError(f"{path} is not a readable gcd checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise GCDError(f"{path} is not a gcd checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
+    if checkpoint.get("version", 0) > CHECKPOINT_VERSION:
+        raise GCDError(f"{path} was written by a newer gcd (checkpoint version {checkpoint['version']})")
+    return checkpoint

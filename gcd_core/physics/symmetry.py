@@ -1,0 +1,19 @@
+"""Symmetry through spglib."""
+
+from __future__ import annotations
+
+import spglib
+from ase import Atoms
+
+DEFAULT_SYMPREC = 0.1  # A; generated positions carry a little noise
+
+
+def space_group(atoms: Atoms, symprec: float = DEFAULT_SYMPREC) -> tuple[int, str]:
+    """(number, international symbol) of the space group; (0, "") when spglib finds none."""
+    if len(atoms) == 0:
+        return 0, ""
+    cell = (atoms.cell[:], atoms.get_scaled_positions(wrap=True), atoms.numbers)
+    dataset = spglib.get_symmetry_dataset(cell, symprec=symprec)
+    if dataset is None:
+        return 0, ""
+    return int(dataset.number), str(dataset.international)

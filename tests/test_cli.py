@@ -1,0 +1,395 @@
+"""The ``gcd`` command end to end on a tiny CPU model: train, resume, inspect, generate, errors; io."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+
+from gcd_core.cli import main
+from gcd_core.data.crystals import crystal
+from gcd_core.errors import GCDError
+from gcd_core.io import read_structures, write_structures
+from gcd_core.model import read_checkpoint
+
+TINY = [
+    "--crystal",
+    "bcc",
+    "--supercell",
+    "2",
+    "--voxel-size",
+    "0.79125",
+    "--base-channels",
+    "8",
+    "--batch-size",
+    "2",
+]
+CELL = (6.33, 6.33, 6.33)  # bcc W 2x2x2: an 8^3 grid, a multiple of the net's stride 4
+# --merge-distance keeps an untrained model's samples small: ASE's CIF reader is quadratic in the atom count
+GEN = ["--steps", "3", "--num-samples", "2", "--merge-distance", "2.0"]
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    # A tiny net gains nothing from threads, and on a busy 2-core machine two OpenMP threads per process can
+    # be many times slower than one.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _single_thread() -> Iterator[None]:
+    # runs after conftest's autouse fixture (which asks for 2 threads), so it wins
+    with _one_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "model"
+    with _one_thread():
+        assert main(["train", str(out), *TINY, "--steps", "5"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A class-conditional model trained from a structure file whose frames carry info["kind"]."""
+    root = tmp_path_factory.mktemp("labelled")
+    frames = []
+    for kind, shift in (("left", 0.0), ("right", 0.4)):
+        atoms = crystal("bcc", 2, translation=(shift, 0, 0))
+        atoms.info["kind"] = kind
+        frames.append(atoms)
+    data = root / "data.extxyz"
+    ase.io.write(data, frames, format="extxyz")
+    out = root / "model"
+    argv = [
+        "train",
+        str(out),
+        "--structures",
+        str(data),
+        "--labels-from-info",
+        "kind",
+        "--voxel-size",
+        "0.79125",
+        "--base-channels",
+        "8",
+        "--batch-size",
+        "2",
+        "--steps",
+        "2",
+    ]
+    with _one_thread():
+        assert main(argv) == 0
+    return out
+
+
+def _error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
+    """Run a command that must fail; returns its single error line."""
+    capsys.readouterr()
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code != 0
+    assert len(lines) == 1, err
+    assert lines[0].startswith("gcd: error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------------------------- train
+def test_train_writes_model_and_metadata(trained: Path) -> None:
+    for name in ("checkpoint.pt", "model.pt", "model.json", "loss_log.csv"):
+        assert (trained / name).is_file(), name
+    meta = json.loads((trained / "model.json").read_text())
+    assert meta["command"].startswith(f"gcd train {trained} --crystal bcc")
+    assert meta["steps"] == 5
+    assert np.isfinite(meta["final_loss"])
+    assert meta["loss_curve"] and meta["loss_curve"][-1][0] == 5
+    assert meta["data"]["source"] == "crystal" and meta["data"]["num_structures"] == 1
+    assert meta["train_cells"] == [list(CELL)]
+    assert meta["device"] == "cpu" and meta["torch_version"] == str(torch.__version__)
+    model = read_checkpoint(trained / "model.pt")
+    assert "optimizer" not in model
+    assert model["metadata"]["command"] == meta["command"]
+    assert model["metadata"]["train_cells"] == [list(CELL)]
+
+
+def test_train_resumes_from_checkpoint(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "model"
+    shutil.copytree(trained, out)
+    before = read_checkpoint(out / "checkpoint.pt")
+    assert main(["train", str(out), *TINY, "--steps", "8"]) == 0
+    after = read_checkpoint(out / "checkpoint.pt")
+    assert (before["step"], after["step"]) == (5, 8)
+    assert len(after["loss_log"]) > len(before["loss_log"])
+    assert after["loss_log"][: len(before["loss_log"])] == before["loss_log"]
+    assert json.loads((out / "model.json").read_text())["steps"] == 8
+    assert "trained to step 8" in capsys.readouterr().out
+
+
+def test_train_refuses_other_configuration(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "model"
+    shutil.copytree(trained, out)
+    argv = ["train", str(out), *TINY, "--steps", "6", "--prediction", "eps"]
+    assert "different model configuration" in _error(capsys, argv)
+
+
+# ----------------------------------------------------------------------------------------------- inspect
+def test_inspect_text(trained: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["inspect", str(trained / "model.pt")]) == 0
+    out = capsys.readouterr().out
+    for text in (
+        "species       W",
+        "voxel size    0.79125 A",
+        "sharp",
+        "parameters",
+        "cosine",
+        "x0",
+        "conditioning:   none",
+        "steps         5",
+        "final loss",
+        "gcd train",
+        "6.33 x 6.33 x 6.33",
+    ):
+        assert text in out, text
+
+
+def test_inspect_json(trained: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["inspect", str(trained / "checkpoint.pt"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "training checkpoint" and info["step"] == 5
+    assert info["config"]["grid"]["species"] == ["W"]
+    assert info["config"]["net"]["base_channels"] == 8
+    assert info["parameters"] > 0
+    assert info["metadata"]["train_cells"] == [list(CELL)]
+
+
+# ----------------------------------------------------------------------------------------------- generate
+@pytest.mark.parametrize(
+    ("fmt", "one_file"), [("cif", False), ("cif", True), ("extxyz", False), ("extxyz", True), ("vasp", False)]
+)
+def test_generate_formats(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture, fmt: str, one_file: bool
+) -> None:
+    cell = (6.33, 6.33, 12.66)
+    out = tmp_path / (f"all.{fmt}" if one_file else "samples")
+    argv = [
+        "generate",
+        str(trained / "model.pt"),
+        "--out",
+        str(out),
+        "--cell",
+        *map(str, cell),
+        *GEN,
+        "--format",
+        fmt,
+        "--seed",
+        "3",
+    ]
+    assert main(argv + (["--one-file"] if one_file else [])) == 0
+    summary = capsys.readouterr().out.strip().splitlines()
+    assert len(summary) == 2
+    if one_file:
+        frames = ase.io.read(out, index=":", format=fmt)
+    else:
+        files = sorted(out.iterdir())
+        assert [f.name for f in files] == [f"sample_0000.{fmt}", f"sample_0001.{fmt}"]
+        frames = [ase.io.read(f, format=fmt) for f in files]
+    assert len(frames) == 2
+    for line, atoms in zip(summary, frames, strict=True):
+        assert np.allclose(atoms.cell.lengths(), cell) and np.allclose(atoms.cell.angles(), 90)
+        assert int(line.split()[1]) == len(atoms)
+        if fmt == "extxyz":
+            assert "occupancy" in atoms.arrays
+
+
+def test_generate_supercell_of_training_cell(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "s.extxyz"
+    argv = [
+        "generate",
+        str(trained / "model.pt"),
+        "--out",
+        str(out),
+        "--supercell",
+        "2",
+        "1",
+        "1",
+        "--steps",
+        "2",
+        "--one-file",
+    ]
+    assert main(argv) == 0
+    atoms = ase.io.read(out)
+    assert np.allclose(atoms.cell.lengths(), (12.66, 6.33, 6.33))
+
+
+def test_generate_with_label(labelled: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    checkpoint = str(labelled / "model.pt")
+    assert main(["inspect", checkpoint]) == 0
+    assert "labels ['left', 'right']" in capsys.readouterr().out
+    out = tmp_path / "l.extxyz"
+    argv = [
+        "generate",
+        checkpoint,
+        "--out",
+        str(out),
+        "--supercell",
+        "1",
+        "--label",
+        "right",
+        "--guidance-scale",
+        "2",
+        "--steps",
+        "2",
+        "--one-file",
+    ]
+    assert main(argv) == 0
+    assert np.allclose(ase.io.read(out).cell.lengths(), CELL)
+    argv[argv.index("right")] = "up"
+    message = _error(capsys, argv)
+    assert "unknown label 'up'" in message and "right" in message
+
+
+# ----------------------------------------------------------------------------------------------- errors
+def test_error_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    message = _error(
+        capsys, ["generate", str(tmp_path / "nope.pt"), "--out", str(tmp_path), "--cell", *"888"]
+    )
+    assert "does not exist" in message
+
+
+def test_error_not_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bogus = tmp_path / "notes.pt"
+    bogus.write_text("not a checkpoint\n")
+    assert "not a" in _error(capsys, ["inspect", str(bogus)])
+    torch.save({"weights": torch.zeros(2)}, bogus)
+    assert "not a gcd checkpoint" in _error(capsys, ["generate", str(bogus), "--out", "x", "--cell", *"888"])
+
+
+def test_error_bad_cells(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    base = ["generate", str(trained / "model.pt"), "--out", str(tmp_path / "o")]
+    assert "positive" in _error(capsys, [*base, "--cell", "-6.33", "6.33", "6.33"])
+    message = _error(capsys, [*base, "--cell", "7", "6.33", "6.33"])  # 9 voxels: not a multiple of 4
+    assert "multiples of 4" in message and "[6.33, 6.33, 6.33]" in message
+    assert "invalid float" in _error(capsys, [*base, "--cell", "6.33", "x", "6.33"])
+    assert not (tmp_path / "o").exists()
+
+
+def test_error_label_on_unconditional_model(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = [
+        "generate",
+        str(trained / "model.pt"),
+        "--out",
+        str(tmp_path),
+        "--cell",
+        *map(str, CELL),
+        "--label",
+        "a",
+    ]
+    assert "not trained with class labels" in _error(capsys, argv)
+
+
+def test_error_vasp_one_file_several_samples(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = [
+        "generate",
+        str(trained / "model.pt"),
+        "--out",
+        str(tmp_path / "POSCAR"),
+        "--cell",
+        *map(str, CELL),
+        "--format",
+        "vasp",
+        "--one-file",
+        "--num-samples",
+        "2",
+    ]
+    assert "one structure per file" in _error(capsys, argv)
+
+
+def test_error_training_inputs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = str(tmp_path / "m")
+    assert "invalid choice: 'bct'" in _error(
+        capsys, ["train", out, "--crystal", "bct", "--voxel-size", "0.5"]
+    )
+    assert "does not exist" in _error(
+        capsys, ["train", out, "--structures", str(tmp_path / "x.cif"), "--voxel-size", "0.5"]
+    )
+    assert "positive" in _error(capsys, ["train", out, *TINY, "--steps", "-3"])
+    assert "required" in _error(capsys, ["train", out, "--crystal", "bcc"])
+    assert "COMMAND" in _error(capsys, [])
+    assert not (tmp_path / "m").exists()
+
+
+# ----------------------------------------------------------------------------------------------- help
+def test_help_and_version(capsys: pytest.CaptureFixture) -> None:
+    for argv in (["--help"], ["train", "--help"], ["generate", "--help"], ["inspect", "--help"]):
+        assert main(argv) == 0
+        assert "usage: gcd" in capsys.readouterr().out
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("gcd ")
+
+
+def test_module_entry_point() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "gcd_core.cli", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "train" in done.stdout and "generate" in done.stdout and "inspect" in done.stdout
+    done = subprocess.run(
+        [sys.executable, "-m", "gcd_core.cli", "inspect", "/nonexistent.pt"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0 and done.stderr.strip().splitlines() == [
+        "gcd: error: checkpoint /nonexistent.pt does not exist"
+    ]
+
+
+# ----------------------------------------------------------------------------------------------- io
+def test_io_round_trip_and_errors(tmp_path: Path) -> None:
+    atoms = crystal("bcc", 2)
+    atoms.set_array("occupancy", np.linspace(0.5, 1, len(atoms)))
+    files = write_structures([atoms, atoms], tmp_path / "dir", "extxyz")
+    write_structures([atoms], tmp_path / "dir" / "POSCAR", "vasp", one_file=True)
+    (tmp_path / "dir" / "notes.txt").write_text("ignored")
+    assert len(files) == 2
+    read = read_structures(tmp_path / "dir")
+    assert len(read) == 3 and all(len(a) == len(atoms) for a in read)
+    assert np.allclose(read[1].arrays["occupancy"], atoms.arrays["occupancy"])  # read[0]: POSCAR
+    with pytest.raises(GCDError, match="one structure per file"):
+        write_structures([atoms, atoms], tmp_path / "x.vasp", "vasp", one_file=True)
+    with pytest.raises(GCDError, match="no atoms"):
+        write_structures([atoms[:0]], tmp_path / "e", "cif")
+    with pytest.raises(GCDError, match="does not exist"):
+        read_structures(tmp_path / "missing.cif")
+    broken = tmp_path / "broken.cif"
+    broken.write_text("this is not a cif\n")
+    with pytest.raises(GCDError, match="broken.cif"):
+        read_structures(broken)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(GCDError, match="no structure files"):
+        read_structures(tmp_path / "empty")
