@@ -8,6 +8,7 @@ Errors a user can fix (``GCDError``, bad arguments, missing or unreadable files)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -33,6 +34,19 @@ class _UsageError(Exception):
     """An argparse error, raised instead of argparse's print-usage-and-exit so main() reports one line."""
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows an option's default where it has one worth showing (not None, False or already in the help)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        hidden = default is None or default is False or default == argparse.SUPPRESS  # 0 is a real default
+        if hidden or "default" in text or not action.option_strings:
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, list) else default
+        return f"{text} (default: {shown})".strip()
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise _UsageError(f"{message} (see '{self.prog} --help')")
@@ -53,6 +67,20 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {text}")
+    return value
+
+
 _positive_int.__name__ = "positive integer"  # argparse names the type in its "invalid ... value" message
 _positive_float.__name__ = "positive number"
 
@@ -69,8 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
     parser = _Parser(
         prog=PROG,
-        description="Grand canonical diffusion: train, inspect and sample voxel-grid diffusion models "
-        "of atoms.",
+        description="Grand canonical diffusion: train, inspect and sample voxel-grid diffusion models of atoms.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -84,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         "OUT_DIR/checkpoint.pt (training state; a later run with the same model options resumes from it), "
         "OUT_DIR/model.pt (EMA weights for inference) and OUT_DIR/model.json (metadata). "
         "Runs under torchrun for data-parallel training.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("out_dir", metavar="OUT_DIR", type=Path, help="output directory")
     data = p.add_argument_group("data (one of --structures / --crystal)")
@@ -120,36 +147,56 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     grid = p.add_argument_group("voxel grid")
-    grid.add_argument("--voxel-size", type=_positive_float, required=True, help="voxel edge (A)")
+    grid.add_argument("--voxel-size", type=_positive_float, required=True, metavar="A", help="voxel edge (A)")
     grid.add_argument("--encoding", choices=ENCODINGS, default="sharp", help="occupancy encoding")
-    grid.add_argument("--blob-sigma", type=_positive_float, default=1.0, help="smooth blob width (voxels)")
+    grid.add_argument("--blob-sigma", type=_positive_float, default=1.0, metavar="S", help="smooth blob width (voxels)")
     grid.add_argument(
         "--species", nargs="+", metavar="X", help="species channels (default: sorted species of the data)"
     )
 
     net = p.add_argument_group("network and diffusion")
-    net.add_argument("--base-channels", type=_positive_int, default=32)
-    net.add_argument("--channel-mults", nargs="+", type=_positive_int, default=[1, 2, 2], metavar="M")
-    net.add_argument("--num-res-blocks", type=_positive_int, default=1)
-    net.add_argument("--schedule", choices=sorted(SCHEDULES), default="cosine")
-    net.add_argument("--prediction", choices=PREDICTIONS, default="x0")
+    net.add_argument("--base-channels", type=_positive_int, default=32, metavar="N", help="U-Net width")
+    net.add_argument(
+        "--channel-mults",
+        nargs="+",
+        type=_positive_int,
+        default=[1, 2, 2],
+        metavar="M",
+        help="width multiplier per level; grids must be multiples of 2^(levels-1) voxels",
+    )
+    net.add_argument("--num-res-blocks", type=_positive_int, default=1, metavar="N", help="per level")
+    net.add_argument("--schedule", choices=sorted(SCHEDULES), default="cosine", help="noise schedule")
+    net.add_argument("--prediction", choices=PREDICTIONS, default="x0", help="what the network predicts")
 
     opt = p.add_argument_group("training")
     opt.add_argument(
         "--steps",
         type=_positive_int,
         default=defaults.steps,
+        metavar="N",
         help="total steps, counting those of a resumed checkpoint",
     )
-    opt.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size, help="per process")
-    opt.add_argument("--lr", type=_positive_float, default=defaults.lr)
-    opt.add_argument("--warmup-steps", type=_positive_int, default=defaults.warmup_steps)
-    opt.add_argument("--ema-decay", type=float, default=defaults.ema_decay)
-    opt.add_argument("--grad-clip", type=_positive_float, default=defaults.grad_clip)
-    opt.add_argument("--occupied-weight", type=float, default=defaults.occupied_weight)
-    opt.add_argument("--checkpoint-every", type=_positive_int, default=defaults.checkpoint_every)
-    opt.add_argument("--log-every", type=_positive_int, default=defaults.log_every)
-    opt.add_argument("--seed", type=int, default=defaults.seed)
+    opt.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size, metavar="N", help="per process")
+    opt.add_argument("--lr", type=_positive_float, default=defaults.lr, help="peak learning rate (AdamW)")
+    opt.add_argument(
+        "--warmup-steps", type=_positive_int, default=defaults.warmup_steps, metavar="N", help="linear lr warm-up"
+    )
+    opt.add_argument("--ema-decay", type=_fraction, default=defaults.ema_decay, metavar="D", help="EMA of the weights")
+    opt.add_argument(
+        "--grad-clip", type=_positive_float, default=defaults.grad_clip, metavar="NORM", help="gradient norm cap"
+    )
+    opt.add_argument(
+        "--occupied-weight",
+        type=_non_negative_float,
+        default=defaults.occupied_weight,
+        metavar="W",
+        help="extra loss weight on occupied voxels",
+    )
+    opt.add_argument(
+        "--checkpoint-every", type=_positive_int, default=defaults.checkpoint_every, metavar="N", help="steps"
+    )
+    opt.add_argument("--log-every", type=_positive_int, default=defaults.log_every, metavar="N", help="steps")
+    opt.add_argument("--seed", type=int, default=defaults.seed, help="initial weights, batches and noise")
     opt.add_argument(
         "--time-budget",
         type=_positive_float,
@@ -166,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="sample structures from a trained model",
         description="Sample structures in a cell of your choice (sides must give voxel counts that are "
         "multiples of the network's stride).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT", type=Path, help="model.pt or checkpoint.pt")
     p.add_argument(
@@ -185,19 +232,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="N or NX NY NZ times the model's first training cell",
     )
-    p.add_argument("--num-samples", type=_positive_int, default=1)
-    p.add_argument("--steps", type=_positive_int, default=50, help="sampler steps")
-    p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-samples", type=_positive_int, default=1, metavar="N", help="structures to generate")
+    p.add_argument("--steps", type=_positive_int, default=50, metavar="N", help="sampler steps")
+    p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim", help="sampler")
+    p.add_argument("--seed", type=int, default=0, help="same seed and options, same structures")
     p.add_argument("--label", help="class label (conditional models)")
-    p.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance scale")
+    p.add_argument("--guidance-scale", type=float, default=1.0, metavar="S", help="classifier-free guidance scale")
     p.add_argument(
         "--merge-distance",
         type=_positive_float,
         metavar="A",
         help="merge atoms closer than this (A), keeping the more occupied one",
     )
-    p.add_argument("--format", choices=sorted(FORMATS), default="extxyz")
+    p.add_argument("--format", choices=sorted(FORMATS), default="extxyz", help="file format (vasp: POSCAR)")
     p.add_argument("--one-file", action="store_true", help="all samples in one file (cif, extxyz)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_generate)
@@ -208,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="show a model's configuration and training metadata",
         description="Show a checkpoint's configuration and training metadata.",
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT", type=Path)
+    p.add_argument("checkpoint", metavar="CHECKPOINT", type=Path, help="model.pt or checkpoint.pt")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_inspect)
     return parser
@@ -218,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _cells(structures: Sequence[Any]) -> list[list[float]]:
     from gcd_core.representation.grid import cell_lengths_of
 
-    return sorted({tuple(round(v, 6) for v in cell_lengths_of(a)) for a in structures})  # type: ignore[misc]
+    return [list(c) for c in sorted({tuple(round(v, 6) for v in cell_lengths_of(a)) for a in structures})]
 
 
 def _load_training_data(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
@@ -250,7 +297,7 @@ def _load_training_data(args: argparse.Namespace) -> tuple[list[Any], dict[str, 
         raise GCDError("no training structures")
     description["num_structures"] = len(structures)
     description["num_atoms"] = int(sum(len(a) for a in structures))
-    description["cells"] = [list(c) for c in _cells(structures)]
+    description["cells"] = _cells(structures)
     return structures, description
 
 
@@ -367,9 +414,7 @@ def _requested_cell(args: argparse.Namespace, model: Any) -> tuple[float, float,
         return cell  # type: ignore[return-value]
     cells = model.metadata.get("train_cells")
     if not cells:
-        raise GCDError(
-            "this model records no training cell, so --supercell has nothing to multiply; use --cell"
-        )
+        raise GCDError("this model records no training cell, so --supercell has nothing to multiply; use --cell")
     if len(args.supercell) not in (1, 3):
         raise GCDError(f"--supercell takes 1 or 3 integers, got {len(args.supercell)}")
     reps = args.supercell * 3 if len(args.supercell) == 1 else args.supercell
@@ -501,8 +546,7 @@ def _format_description(info: dict[str, Any]) -> str:
         ("torch", meta.get("torch_version")),
         (
             "train cells",
-            meta.get("train_cells")
-            and "; ".join(" x ".join(f"{v:g}" for v in c) for c in meta["train_cells"]),
+            meta.get("train_cells") and "; ".join(" x ".join(f"{v:g}" for v in c) for c in meta["train_cells"]),
         ),
         ("command", meta.get("command")),
     ]
@@ -517,7 +561,8 @@ def _format_description(info: dict[str, Any]) -> str:
     if curve:
         shown = curve[:: max(1, len(curve) // 8)]
         rows.append(("loss curve", ", ".join(f"{int(step)}: {loss:.4g}" for step, loss in shown)))
-    lines += [f"  {key:<13} {value}" for key, value in rows if value is not None]
+    shown_rows = [f"  {key:<13} {value}" for key, value in rows if value is not None]
+    lines += shown_rows or ["  (no training metadata recorded)"]
     if "train" in info:
         lines.append("  config        " + ", ".join(f"{k}={v}" for k, v in info["train"].items()))
     return "\n".join(lines)
@@ -551,6 +596,11 @@ def main(argv: list[str] | None = None) -> int:
     except _UsageError as exc:
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # e.g. `gcd inspect --json m.pt | head`: the reader left, which is no error
+        # keep Python's exit-time flush of stdout from raising again (no descriptor when captured in tests)
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print(f"{PROG}: error: interrupted", file=sys.stderr)
         return 130

@@ -16,7 +16,7 @@ from gcd_core.errors import GCDError
 FORMATS: dict[str, str] = {"cif": ".cif", "extxyz": ".extxyz", "vasp": ".vasp"}
 MULTI_FRAME_FORMATS = ("cif", "extxyz")
 # Extensions (and VASP's extension-less names) that read_structures picks up from a directory.
-READ_EXTENSIONS = (".cif", ".extxyz", ".xyz", ".vasp", ".poscar", ".traj", ".json", ".xsf", ".res", ".pdb")
+READ_EXTENSIONS = (".cif", ".extxyz", ".xyz", ".vasp", ".poscar", ".traj", ".xsf", ".res", ".pdb")
 READ_NAME_PREFIXES = ("POSCAR", "CONTCAR")
 _EXTRA_ARRAYS_OK = ("extxyz",)
 

@@ -182,7 +182,8 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for non-checkpoint files
-        raise GCDError(f"{path} is not a readable gcd checkpoint ({type(exc).__name__}: {exc})") from exc
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GCDError(f"{path} is not a readable gcd checkpoint ({reason[:200]})") from exc
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise GCDError(f"{path} is not a gcd checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
     if checkpoint.get("version", 0) > CHECKPOINT_VERSION:

@@ -13,7 +13,10 @@ import torch
 
 from gcd_core.model import read_checkpoint
 
-pytestmark = pytest.mark.ddp
+pytestmark = [
+    pytest.mark.ddp,
+    pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed"),
+]
 
 ARGS = [
     "--crystal", "bcc", "--supercell", "2", "--voxel-size", "0.79125", "--base-channels", "8",

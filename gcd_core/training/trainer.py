@@ -147,7 +147,9 @@ def train(
         ema.state = {k: v.to(context.device) for k, v in saved["ema"].items()}
         optimizer.load_state_dict(saved["optimizer"])
         start_step, loss_log = int(saved["step"]), list(saved.get("loss_log", []))
+    meta = {**(metadata or {}), "train_cells": [list(c) for c in dataset.cell_lengths]}
     if start_step >= config.steps:
+        model.metadata.update(meta)
         return _finish(model, ema, start_step, loss_log, 0.0, checkpoint_path)
 
     trained = net
@@ -165,7 +167,6 @@ def train(
     started = time.perf_counter()
     window: list[float] = []
     step = start_step
-    meta = {**(metadata or {}), "train_cells": [list(c) for c in dataset.cell_lengths]}
     while step < config.steps:
         data_rng, noise_rng = _step_generators(config.seed, context.rank, step, context.device)
         x0_data, conditioning = dataset.batch(config.batch_size, data_rng, context.device)
@@ -198,9 +199,13 @@ def train(
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # every rank stops at the same step
             out_of_time = bool(flag.item())
         if step % config.log_every == 0 or step == config.steps or out_of_time:
+            mean_loss = torch.tensor([float(np.mean(window))], device=context.device)
+            if context.world_size > 1:  # the logged loss is the mean over ranks
+                dist.all_reduce(mean_loss)
+                mean_loss /= context.world_size
             entry = {
                 "step": step,
-                "loss": float(np.mean(window)),
+                "loss": float(mean_loss.item()),
                 "lr": config.lr_at(step - 1),
                 "grad_norm": float(grad_norm),
                 "seconds": time.perf_counter() - started,

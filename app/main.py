@@ -1,0 +1,33 @@
+"""The dashboard page: ``panel serve app/main.py`` (checkpoint from ``$GCD_CHECKPOINT``, default the shipped one).
+
+Bokeh runs this file once per browser session, so every session builds its own state here; the model is
+loaded once per process by :func:`app.state.load_model`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `panel serve app/main.py` runs this file as a script: make `import app` work from any working directory
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import panel as pn  # noqa: E402
+
+from app.views import TITLE, Dashboard, session_dispatch  # noqa: E402
+
+pn.extension("vtk", "tabulator")
+
+
+def create_app(checkpoint: str | Path | None = None) -> Dashboard:
+    """Build one session's dashboard (a Panel viewable)."""
+    dashboard = Dashboard(checkpoint, dispatch=session_dispatch())
+    if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+        pn.state.on_session_destroyed(lambda context: dashboard.on_session_destroyed())
+    return dashboard
+
+
+if __name__.startswith("bokeh"):
+    create_app().servable(title=TITLE)

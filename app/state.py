@@ -1,0 +1,419 @@
+"""Dashboard state without Panel: the shared model, one session's settings and its generation run.
+
+A :class:`GenerationRun` samples in a worker thread and never touches its own parameters from there: it hands
+every update to a ``dispatch`` function (in a server session, ``doc.add_next_tick_callback``; in tests, a
+plain call), so that the views, which watch those parameters, only ever change on the server's event loop.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+import tempfile
+import threading
+import time
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import param
+import torch
+from ase import Atoms
+from ase.units import _amu
+
+from gcd_core.data.crystals import PHASES, ideal_atom_count
+from gcd_core.device import resolve_device
+from gcd_core.diffusion.samplers import SAMPLERS, Frame
+from gcd_core.errors import GCDError
+from gcd_core.generate import GenerationRequest, decode_frame, generate_frames, grid_layout_for
+from gcd_core.io import sample_name, write_structures
+from gcd_core.model import GCDModel
+from gcd_core.physics.symmetry import space_group
+from gcd_core.representation.density import density_view
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "crystal_bcc_W.pt"
+CHECKPOINT_ENV = "GCD_CHECKPOINT"
+DEVICE_ENV = "GCD_DEVICE"
+PUSH_INTERVAL_S = 0.2  # at most this often a frame goes to the page; the last frame always does
+DENSITY_UPSAMPLE = 2
+SYMPREC = 0.1  # A; generated positions carry a little noise
+STATUSES = ("idle", "running", "done", "cancelled", "error")
+RESULT_COLUMNS = ("sample", "atoms", "ideal", "density (g/cm³)", "space group", "verdict")
+_GRAMS_PER_CM3 = _amu * 1e3 / 1e-24  # one amu per cubic angstrom, in g/cm3
+
+Dispatch = Callable[[Callable[[], None]], None]
+
+
+def _call_now(callback: Callable[[], None]) -> None:
+    callback()
+
+
+# ------------------------------------------------------------------------------------------ shared model
+def resolve_checkpoint(path: str | Path | None = None) -> Path:
+    """The checkpoint to serve: ``path``, else ``$GCD_CHECKPOINT``, else the shipped asset."""
+    if path is None:
+        path = os.environ.get(CHECKPOINT_ENV) or DEFAULT_CHECKPOINT
+    return Path(path).expanduser().resolve()
+
+
+_MODELS: dict[tuple[str, int, str], GCDModel] = {}
+_MODELS_LOCK = threading.Lock()
+# One sampler step at a time in the whole process: sessions share one read-only network, and on a few
+# cores concurrent steps would only fight over the same threads. Runs interleave step by step.
+STEP_LOCK = threading.Lock()
+
+
+def load_model(path: str | Path | None = None, device: str | None = None) -> GCDModel:
+    """The model of a checkpoint, loaded once per process (reloaded if the file changes); raises GCDError."""
+    checkpoint = resolve_checkpoint(path)
+    resolved = resolve_device(device or os.environ.get(DEVICE_ENV) or None)
+    try:
+        mtime = checkpoint.stat().st_mtime_ns
+    except OSError:
+        mtime = -1  # GCDModel.load says what is wrong with the path
+    key = (str(checkpoint), mtime, str(resolved))
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            model = GCDModel.load(checkpoint, device=resolved)
+            for old in [k for k in _MODELS if k[0] == key[0] and k[2] == key[2]]:
+                del _MODELS[old]  # the file was replaced; sessions still running keep their own reference
+            _MODELS[key] = model
+        return _MODELS[key]
+
+
+# ------------------------------------------------------------------------------------------------ analysis
+@dataclass(frozen=True)
+class Reference:
+    """The ideal crystal a model was trained on, for the verdict column; ``phase`` None when unknown."""
+
+    phase: str | None = None
+    a: float | None = None
+    c: float | None = None
+    assumed: bool = False  # True when the checkpoint records no phase and the species decided it
+
+    @property
+    def space_group(self) -> int | None:
+        return PHASES[self.phase].space_group if self.phase else None
+
+
+def reference_of(model: GCDModel) -> Reference:
+    """The training crystal from the checkpoint metadata (``phase``, or ``data.phase`` as ``gcd train`` writes).
+
+    A single-species tungsten model without any phase recorded is taken as BCC (the shipped model).
+    """
+    meta = model.metadata or {}
+    data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    phase = meta.get("phase") or data.get("phase")
+    assumed = phase is None and tuple(model.grid.species) == (PHASES["bcc"].element,)
+    if assumed:
+        phase = "bcc"
+    if phase not in PHASES:
+        return Reference()
+    a = meta.get("a") or data.get("a")
+    c = meta.get("c") or data.get("c")
+    return Reference(phase, float(a) if a else None, float(c) if c else None, assumed)
+
+
+def mass_density(atoms: Atoms) -> float:
+    """Mass density in g/cm3 (0 for an empty cell)."""
+    volume = atoms.get_volume()
+    return float(atoms.get_masses().sum() / volume * _GRAMS_PER_CM3) if len(atoms) and volume > 0 else 0.0
+
+
+def ideal_count(reference: Reference, cell_lengths: Sequence[float]) -> int | float | None:
+    """Atoms of the ideal reference crystal in this cell (an int for commensurate cells); None if unknown."""
+    if not reference.phase:
+        return None
+    value = ideal_atom_count(reference.phase, cell_lengths, a=reference.a, c=reference.c)
+    return round(value) if abs(value - round(value)) < 1e-6 else round(value, 2)
+
+
+def analyse(structures: Sequence[Atoms], cell_lengths: Sequence[float], reference: Reference) -> list[dict]:
+    """One results-table row per structure: atom count against the ideal one, density and space group."""
+    ideal = ideal_count(reference, cell_lengths)
+    rows = []
+    for index, atoms in enumerate(structures):
+        number, symbol = space_group(atoms, symprec=SYMPREC)
+        verdict = ""
+        if reference.phase:
+            problems = []
+            if ideal is not None and len(atoms) != ideal:
+                problems.append(f"{len(atoms) - ideal:+g} atoms")
+            if number != reference.space_group:
+                problems.append(f"not {reference.space_group}")
+            verdict = ", ".join(problems) or "perfect"
+        rows.append(
+            {
+                "sample": index,
+                "atoms": len(atoms),
+                "ideal": ideal,
+                "density (g/cm³)": round(mass_density(atoms), 3),
+                "space group": f"{number} {symbol}" if number else "none",
+                "verdict": verdict,
+            }
+        )
+    return rows
+
+
+# -------------------------------------------------------------------------------------------------- export
+def export_cif(structures: Sequence[Atoms], indices: Sequence[int]) -> tuple[str, bytes]:
+    """(file name, bytes) of the chosen structures: one ``.cif``, or a ``.zip`` of CIFs for several."""
+    indices = sorted(set(int(i) for i in indices))
+    if not indices:
+        raise GCDError("select at least one structure to export")
+    bad = [i for i in indices if not 0 <= i < len(structures)]
+    if bad:
+        raise GCDError(f"there is no sample {bad[0]}; the run produced {len(structures)}")
+    with tempfile.TemporaryDirectory(prefix="gcd-export-") as tmp:
+        paths = []
+        for index in indices:
+            # gcd_core's writer drops the per-atom occupancy CIF cannot hold and refuses empty cells clearly
+            path = Path(tmp) / sample_name(index, "cif")
+            write_structures([structures[index]], path, "cif", one_file=True)
+            paths.append(path)
+        if len(paths) == 1:
+            return paths[0].name, paths[0].read_bytes()
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for path in paths:
+                archive.write(path, path.name)
+        return "gcd_structures.zip", buffer.getvalue()
+
+
+# ------------------------------------------------------------------------------------------------ settings
+class GenerationSettings(param.Parameterized):
+    """What the user asks for: a supercell of the training cell, how many samples and how to sample them."""
+
+    supercell = param.Integer(default=1, bounds=(1, 3), doc="Multiple of the training cell along each axis.")
+    num_samples = param.Integer(default=2, bounds=(1, 8), doc="Structures generated in one batch.")
+    steps = param.Integer(default=50, bounds=(10, 200), doc="Sampler steps.")
+    seed = param.Integer(default=0, bounds=(0, 2**31 - 1), doc="Same seed and settings, same structures.")
+    sampler = param.Selector(default="ddim", objects=sorted(SAMPLERS), doc="ddim (deterministic) or ddpm.")
+
+    def cell_lengths(self, model: GCDModel) -> tuple[float, float, float]:
+        """The requested cell (A): the model's training cell times the supercell multiple."""
+        cells = model.metadata.get("train_cells")
+        if not cells:
+            raise GCDError("this model records no training cell (metadata 'train_cells'), so it has no supercell")
+        return tuple(float(v) * self.supercell for v in cells[0])  # type: ignore[return-value]
+
+    def request(self, model: GCDModel) -> GenerationRequest:
+        """The generation request these settings describe; the cell is checked against the network."""
+        cell = self.cell_lengths(model)
+        grid_layout_for(model, cell)  # a cell the network cannot take fails here, before any thread starts
+        return GenerationRequest(
+            cell_lengths=cell, num_samples=self.num_samples, steps=self.steps, sampler=self.sampler, seed=self.seed
+        )
+
+
+# ----------------------------------------------------------------------------------------------------- run
+class GenerationRun(param.Parameterized):
+    """One session's generation: progress, the live density of one sample, and the final structures."""
+
+    status = param.Selector(default="idle", objects=list(STATUSES))
+    step = param.Integer(default=0, bounds=(0, None))
+    num_steps = param.Integer(default=0, bounds=(0, None))
+    t = param.Number(default=1.0, doc="Diffusion time of the shown frame (1 = pure noise, 0 = clean).")
+    preview_sample = param.Integer(default=0, bounds=(0, None), doc="The sample whose density is shown.")
+    density = param.Array(default=None, doc="Density view of the shown frame's clean prediction.")
+    num_samples = param.Integer(default=0, bounds=(0, None), doc="Samples in the current run.")
+    cell_lengths = param.Tuple(default=None, length=3, allow_None=True)
+    structures = param.List(default=[], item_type=Atoms)
+    rows = param.List(default=[], doc="Results-table rows, one per structure.")
+    error = param.String(default="")
+    cancel_requested = param.Boolean(default=False)
+    first_frame_s = param.Number(default=None, allow_None=True, doc="Seconds from start to the first frame.")
+    elapsed_s = param.Number(default=0.0)
+
+    def __init__(
+        self,
+        model: GCDModel | None,
+        settings: GenerationSettings,
+        dispatch: Dispatch | None = None,
+        model_error: str = "",
+        **params: Any,
+    ) -> None:
+        super().__init__(**params)
+        self.model = model
+        self.settings = settings
+        self.reference = reference_of(model) if model is not None else Reference()
+        self._dispatch: Dispatch = dispatch or _call_now
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pending: dict[str, Any] | None = None
+        self._pending_lock = threading.Lock()
+        self._last_x0: torch.Tensor | None = None  # model space, on the CPU: the preview can switch samples
+        self._shown_sample = 0  # the sample the latest density belongs to
+        if model is None:
+            self.param.update(status="error", error=model_error or "no model is loaded")
+
+    # ------------------------------------------------------------------------------------------ control
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _prepare(self) -> GenerationRequest | None:
+        """Reset for a new run; returns the request, or None after reporting why there is none."""
+        if self.model is None:
+            return None
+        if self.running:
+            raise GCDError("a generation is already running in this session; cancel it first")
+        self._cancel.clear()
+        self._last_x0 = None
+        try:
+            request = self.settings.request(self.model)
+        except GCDError as exc:
+            self.param.update(status="error", error=str(exc))
+            return None
+        self.param.update(
+            status="running",
+            step=0,
+            num_steps=request.steps,
+            num_samples=request.num_samples,
+            t=1.0,
+            density=None,
+            cell_lengths=tuple(request.cell_lengths),
+            structures=[],
+            rows=[],
+            error="",
+            cancel_requested=False,
+            first_frame_s=None,
+            elapsed_s=0.0,
+        )
+        return request
+
+    def start(self) -> bool:
+        """Start sampling in a background thread; False when nothing started (the error says why)."""
+        request = self._prepare()
+        if request is None:
+            return False
+        self._thread = threading.Thread(target=self._work, args=(request,), name="gcd-generation", daemon=True)
+        self._thread.start()
+        return True
+
+    def generate_blocking(self) -> str:
+        """Sample in the calling thread (tests, scripts); returns the final status."""
+        request = self._prepare()
+        if request is not None:
+            self._work(request)
+        return self.status
+
+    def cancel(self) -> None:
+        """Ask the run to stop after the step in progress."""
+        self._cancel.set()
+        if self.status == "running":
+            self.cancel_requested = True
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the worker thread (if one has started) to finish."""
+        thread = self._thread
+        if thread is not None and thread.ident is not None:
+            thread.join(timeout)
+
+    # ------------------------------------------------------------------------------------------- worker
+    def _work(self, request: GenerationRequest) -> None:
+        """The sampling loop: runs in the worker thread, talks to the page only through ``_publish``."""
+        started = time.perf_counter()
+        last_push = -math.inf
+        first = True
+        frames = None
+        try:
+            frames = generate_frames(self.model, request)
+            while True:
+                if self._cancel.is_set():  # checked between steps, so a cancelled run stops cleanly
+                    self._publish(status="cancelled", elapsed_s=time.perf_counter() - started)
+                    return
+                with STEP_LOCK:
+                    frame = next(frames, None)
+                if frame is None:  # the sampler ended without a final frame: nothing to decode
+                    raise GCDError("the sampler produced no final frame")
+                now = time.perf_counter()
+                if frame.done:
+                    final = self._final_updates(frame, request)
+                    self._publish(**self._frame_updates(frame, started, first), **final)
+                    return
+                if now - last_push >= PUSH_INTERVAL_S:  # the first frame always goes: last_push is -inf
+                    last_push = now
+                    self._publish(**self._frame_updates(frame, started, first))
+                    first = False
+        except GCDError as exc:
+            self._publish(status="error", error=str(exc), elapsed_s=time.perf_counter() - started)
+        except Exception as exc:  # anything else is a bug, but the page must say so and stay up
+            log.exception("generation failed")
+            self._publish(
+                status="error",
+                error=f"unexpected error during generation: {type(exc).__name__}: {exc}",
+                elapsed_s=time.perf_counter() - started,
+            )
+        finally:
+            if frames is not None:
+                frames.close()
+
+    def _frame_updates(self, frame: Frame, started: float, first: bool) -> dict[str, Any]:
+        # the density is computed here, in the worker, so the event loop only ships it
+        self._last_x0 = frame.x0.detach().to("cpu", copy=True)
+        elapsed = time.perf_counter() - started
+        updates: dict[str, Any] = {
+            "step": frame.step,
+            "num_steps": frame.num_steps,
+            "t": float(frame.t),
+            "density": self._density(self._last_x0, self.preview_sample),
+            "elapsed_s": elapsed,
+        }
+        if first:
+            updates["first_frame_s"] = elapsed
+        return updates
+
+    def _final_updates(self, frame: Frame, request: GenerationRequest) -> dict[str, Any]:
+        structures = decode_frame(self.model, frame, request)
+        return {
+            "structures": structures,
+            "rows": analyse(structures, request.cell_lengths, self.reference),
+            "status": "done",
+        }
+
+    def _density(self, x0: torch.Tensor, sample: int) -> np.ndarray:
+        sample = min(max(sample, 0), x0.shape[0] - 1)
+        self._shown_sample = sample
+        data = self.model.grid.to_data_space(x0[sample].float())
+        return density_view(data, self.model.grid, upsample=DENSITY_UPSAMPLE)
+
+    def _publish(self, **updates: Any) -> None:
+        """Hand updates to the event loop, coalescing: while one hand-over waits, newer values replace older."""
+        with self._pending_lock:
+            waiting = self._pending is not None
+            self._pending = {**(self._pending or {}), **updates}
+        if not waiting:
+            self._dispatch(self._apply_pending)
+
+    def _apply_pending(self) -> None:
+        with self._pending_lock:
+            updates, self._pending = self._pending, None
+        if updates:
+            self.param.update(**updates)
+        if self.status != "running" and self._shown_sample != self.preview_sample:
+            self._refresh_preview()  # the sample was switched while the last frame was on its way
+
+    # --------------------------------------------------------------------------------------- preview
+    @param.depends("preview_sample", watch=True)
+    def _refresh_preview(self) -> None:
+        # during a run the worker picks the new sample up with its next frame; afterwards redraw from the
+        # last clean prediction
+        if self.status == "running" or self._last_x0 is None or self.model is None:
+            return
+        self.density = self._density(self._last_x0, self.preview_sample)
+
+    @property
+    def voxel_edges(self) -> tuple[float, float, float] | None:
+        """Edge (A) of one density-view voxel along each axis, for the volume viewer's spacing."""
+        if self.model is None or self.cell_lengths is None:
+            return None
+        layout = self.model.grid.layout(self.cell_lengths, warn=False)
+        return tuple(e / DENSITY_UPSAMPLE for e in layout.voxel_edges)  # type: ignore[return-value]

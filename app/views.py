@@ -1,0 +1,394 @@
+"""Panel components of the dashboard, each a ``pn.viewable.Viewer`` around the session's state.
+
+Views change their widgets only from parameter watchers of :class:`~app.state.GenerationRun`; in a server
+session the run applies its updates on the event loop, so no widget is touched from the worker thread.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import panel as pn
+import param
+
+from app.state import (
+    RESULT_COLUMNS,
+    Dispatch,
+    GenerationRun,
+    GenerationSettings,
+    export_cif,
+    ideal_count,
+    load_model,
+    resolve_checkpoint,
+)
+from gcd_core.device import resolve_device
+from gcd_core.errors import GCDError
+from gcd_core.io import sample_name
+from gcd_core.model import GCDModel
+
+log = logging.getLogger(__name__)
+
+TITLE = "gcd — grand canonical diffusion"
+VOLUME_COLORMAP = "Rainbow Desaturated"  # vtk.js preset names only; matplotlib names such as Viridis are refused
+STATUS_TEXT = {
+    "idle": "ready",
+    "running": "running",
+    "done": "done",
+    "cancelled": "cancelled",
+    "error": "failed",
+}
+
+
+def session_dispatch() -> Dispatch | None:
+    """Hand callbacks from any thread to the current session's event loop; None outside a server session.
+
+    ``pn.state.execute(..., schedule=True)`` is Panel's way to run a callback on a session's event loop
+    (it wraps Bokeh's thread-safe ``doc.add_next_tick_callback``); ``hold`` sends all the changes a callback
+    makes in one message.
+    """
+    doc = pn.state.curdoc
+    if doc is None or doc.session_context is None:
+        return None
+    from panel.io.state import set_curdoc
+
+    def run_held(callback: Callable[[], None]) -> None:
+        with pn.io.hold(doc):
+            callback()
+
+    def dispatch(callback: Callable[[], None]) -> None:
+        try:
+            with set_curdoc(doc):
+                pn.state.execute(lambda: run_held(callback), schedule=True)
+        except Exception:  # the session may be gone (browser closed); the worker must not die of it
+            log.debug("could not schedule an update on a closed session", exc_info=True)
+
+    return dispatch
+
+
+# ------------------------------------------------------------------------------------------------ settings
+class SettingsPanel(pn.viewable.Viewer):
+    """Generation settings, Generate and Cancel, and what the chosen cell means for the grid."""
+
+    def __init__(self, run: GenerationRun, **params) -> None:
+        super().__init__(**params)
+        self.run = run
+        settings = run.settings
+        self.supercell = pn.widgets.IntSlider.from_param(settings.param.supercell, label="Supercell (× training cell)")
+        self.num_samples = pn.widgets.IntSlider.from_param(settings.param.num_samples, label="Samples")
+        self.steps = pn.widgets.IntSlider.from_param(settings.param.steps, label="Sampler steps")
+        self.seed = pn.widgets.IntInput.from_param(settings.param.seed, label="Seed")
+        self.sampler = pn.widgets.RadioButtonGroup.from_param(settings.param.sampler, label="Sampler")
+        self.generate_button = pn.widgets.Button(label="Generate", color="primary", icon="player-play")
+        self.cancel_button = pn.widgets.Button(label="Cancel", color="warning", icon="player-stop")
+        self.cell_info = pn.pane.Markdown(sizing_mode="stretch_width")
+        self.generate_button.on_click(self._on_generate)
+        self.cancel_button.on_click(self._on_cancel)
+        settings.param.watch(self._update_cell_info, ["supercell"])
+        run.param.watch(self._update_buttons, ["status", "cancel_requested"])
+        self._update_cell_info()
+        self._update_buttons()
+
+    def _on_generate(self, event: object = None) -> None:
+        try:
+            self.run.start()
+        except GCDError as exc:
+            self.run.error = str(exc)
+        except Exception as exc:  # e.g. no thread could be started: say so on the page
+            log.exception("starting a generation failed")
+            self.run.param.update(status="error", error=f"could not start the generation: {exc}")
+
+    def _on_cancel(self, event: object = None) -> None:
+        self.run.cancel()
+
+    def _update_buttons(self, *events: param.parameterized.Event) -> None:
+        running = self.run.status == "running"
+        self.generate_button.disabled = running or self.run.model is None
+        self.cancel_button.disabled = not running or self.run.cancel_requested
+        self.cancel_button.label = "Cancelling…" if running and self.run.cancel_requested else "Cancel"
+
+    def _update_cell_info(self, *events: param.parameterized.Event) -> None:
+        model = self.run.model
+        if model is None:
+            self.cell_info.object = ""
+            return
+        try:
+            cell = self.run.settings.cell_lengths(model)
+        except GCDError as exc:
+            self.cell_info.object = f"⚠ {exc}"
+            return
+        shape = model.grid.layout(cell, warn=False).shape
+        text = f"cell {' × '.join(f'{v:.2f}' for v in cell)} Å, grid {' × '.join(map(str, shape))} voxels"
+        ideal = ideal_count(self.run.reference, cell)
+        if ideal is not None:
+            text += f"; ideal {self.run.reference.phase}: {ideal:g} atoms"
+        self.cell_info.object = text
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return pn.Column(
+            "### Generation",
+            self.supercell,
+            self.cell_info,
+            self.num_samples,
+            self.steps,
+            self.sampler,
+            self.seed,
+            pn.Row(self.generate_button, self.cancel_button),
+            sizing_mode="stretch_width",
+        )
+
+
+# ---------------------------------------------------------------------------------------------------- live
+class LiveView(pn.viewable.Viewer):
+    """The annealing density of one sample (VTK volume), the step counter and a progress bar."""
+
+    def __init__(self, run: GenerationRun, **params) -> None:
+        super().__init__(**params)
+        self.run = run
+        # vtk.js cannot start from an empty volume (and the pane cannot take its first volume once it is on a
+        # page), so the viewer is made with the first frame and replaces this placeholder
+        self.volume: pn.pane.VTKVolume | None = None
+        self.placeholder = pn.pane.Markdown(
+            "Press **Generate**: the clean prediction of the selected sample appears here and sharpens from "
+            "haze into atoms while the sampler anneals.",
+            height=460,
+            sizing_mode="stretch_width",
+        )
+        self.viewer = pn.Column(self.placeholder, sizing_mode="stretch_width")
+        self.step_text = pn.pane.Markdown("step 0 / 0", sizing_mode="stretch_width")
+        self.progress = pn.indicators.Progress(value=0, max=1, bar_color="primary", sizing_mode="stretch_width")
+        self.sample = pn.widgets.IntSlider(label="Shown sample", start=0, end=1, value=0, disabled=True)
+        self.sample.param.watch(self._on_sample, ["value"])
+        run.param.watch(self._update_density, ["density"])
+        run.param.watch(self._update_progress, ["step", "num_steps", "status", "t", "first_frame_s", "elapsed_s"])
+        run.param.watch(self._update_sample_range, ["num_samples"])
+        self._update_progress()
+
+    def _on_sample(self, event: param.parameterized.Event) -> None:
+        self.run.preview_sample = int(event.new)
+
+    def _update_density(self, *events: param.parameterized.Event) -> None:
+        density = self.run.density
+        if density is None:
+            return
+        spacing = self.run.voxel_edges or (1.0, 1.0, 1.0)
+        if self.volume is None:
+            self.volume = pn.pane.VTKVolume(
+                density,
+                spacing=spacing,
+                colormap=VOLUME_COLORMAP,
+                height=460,
+                sizing_mode="stretch_width",
+                render_background="#20222b",
+                controller_expanded=False,
+                orientation_widget=True,
+                shadow=False,
+            )
+            self.viewer.objects = [self.volume]
+        else:
+            self.volume.param.update(spacing=spacing, object=density)
+
+    def _update_progress(self, *events: param.parameterized.Event) -> None:
+        run = self.run
+        self.progress.max = max(run.num_steps, 1)
+        self.progress.value = min(run.step, self.progress.max)
+        parts = [f"**step {run.step} / {run.num_steps}**", f"t = {run.t:.3f}", STATUS_TEXT[run.status]]
+        if run.first_frame_s is not None:
+            parts.append(f"first frame after {run.first_frame_s:.2f} s")
+        if run.step:
+            parts.append(f"{run.elapsed_s:.1f} s")
+        self.step_text.object = " · ".join(parts)
+        self.progress.bar_color = {"cancelled": "warning", "error": "danger", "done": "success"}.get(
+            run.status, "primary"
+        )
+
+    def _update_sample_range(self, *events: param.parameterized.Event) -> None:
+        count = max(self.run.num_samples, 1)
+        # a one-value slider cannot render (start == end), so it stays 0..1 and disabled for one sample
+        self.sample.param.update(end=max(count - 1, 1), disabled=count < 2)
+        if self.sample.value > count - 1:
+            self.sample.value = 0
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return pn.Column(
+            "### Live density",
+            self.viewer,
+            pn.Row(self.step_text, self.sample, sizing_mode="stretch_width"),
+            self.progress,
+            sizing_mode="stretch_width",
+        )
+
+
+# ------------------------------------------------------------------------------------------------- results
+class ResultsTable(pn.viewable.Viewer):
+    """One row per generated structure: atom count against the ideal crystal, density, space group."""
+
+    def __init__(self, run: GenerationRun, **params) -> None:
+        super().__init__(**params)
+        self.run = run
+        self.table = pn.widgets.Tabulator(
+            pd.DataFrame(columns=list(RESULT_COLUMNS)),
+            selectable="checkbox",
+            disabled=True,  # read-only, but rows can still be selected
+            show_index=False,
+            layout="fit_data_stretch",
+            sizing_mode="stretch_width",
+            height=280,
+        )
+        self.reference_note = pn.pane.Markdown(self._reference_text(), sizing_mode="stretch_width")
+        run.param.watch(self._update_rows, ["rows"])
+
+    def _reference_text(self) -> str:
+        ref = self.run.reference
+        if ref.phase is None:
+            return "No reference crystal is recorded for this model: the table shows space groups only."
+        source = "assumed for a tungsten model that records no phase" if ref.assumed else "from the checkpoint"
+        return (
+            f"Reference: {ref.phase} ({source}), space group {ref.space_group}. A sample is *perfect* when it "
+            "holds the ideal number of atoms for its cell and spglib (symprec 0.1 Å) finds that space group."
+        )
+
+    def _update_rows(self, *events: param.parameterized.Event) -> None:
+        self.table.selection = []
+        self.table.value = pd.DataFrame(self.run.rows, columns=list(RESULT_COLUMNS))
+
+    @property
+    def selected(self) -> list[int]:
+        """Sample indices of the selected rows."""
+        frame = self.table.value
+        return [int(frame.iloc[i]["sample"]) for i in self.table.selection if i < len(frame)]
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return pn.Column("### Results", self.reference_note, self.table, sizing_mode="stretch_width")
+
+
+# -------------------------------------------------------------------------------------------------- export
+class ExportPanel(pn.viewable.Viewer):
+    """CIF download of the selected rows (all rows when none is selected): one .cif, or a .zip of several."""
+
+    def __init__(self, run: GenerationRun, results: ResultsTable, **params) -> None:
+        super().__init__(**params)
+        self.run = run
+        self.results = results
+        self.download = pn.widgets.FileDownload(
+            callback=self._make_file,
+            filename="gcd_structures.zip",
+            label="Download CIF",
+            color="success",
+            icon="download",
+            disabled=True,
+        )
+        self.note = pn.pane.Markdown(sizing_mode="stretch_width")
+        self.alert = pn.pane.Alert(alert_type="danger", visible=False, sizing_mode="stretch_width")
+        run.param.watch(self._update, ["structures"])
+        results.table.param.watch(self._update, ["selection"])
+        self._update()
+
+    def indices(self) -> list[int]:
+        """The samples to export: the selected rows, or every sample when none is selected."""
+        return self.results.selected or list(range(len(self.run.structures)))
+
+    def _update(self, *events: param.parameterized.Event) -> None:
+        indices = self.indices()
+        empty = [i for i in indices if len(self.run.structures[i]) == 0]
+        self.alert.visible = False
+        if not indices:
+            self.download.disabled = True
+            self.note.object = "Generate structures first."
+            return
+        self.download.filename = sample_name(indices[0], "cif") if len(indices) == 1 else "gcd_structures.zip"
+        self.download.label = f"Download {self.download.filename}"
+        if empty:
+            self.download.disabled = True
+            self.note.object = f"Sample(s) {empty} hold no atoms, and CIF cannot describe an empty cell."
+            return
+        self.download.disabled = False
+        which = "selected" if self.results.selected else "all"
+        self.note.object = f"{len(indices)} structure(s), {which}; select rows to export only those."
+
+    def _make_file(self) -> io.BytesIO:
+        try:
+            filename, data = export_cif(self.run.structures, self.indices())
+        except GCDError as exc:
+            self.alert.param.update(object=f"Export failed: {exc}", visible=True)
+            self.download.filename = "export_error.txt"
+            return io.BytesIO(str(exc).encode())
+        self.download.filename = filename
+        return io.BytesIO(data)
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return pn.Column("### Export", self.note, self.download, self.alert, sizing_mode="stretch_width")
+
+
+# ----------------------------------------------------------------------------------------------- dashboard
+class Dashboard(pn.viewable.Viewer):
+    """Everything one browser session sees; build one per session (the model underneath is shared)."""
+
+    def __init__(self, checkpoint: str | Path | None = None, dispatch: Dispatch | None = None, **params) -> None:
+        super().__init__(**params)
+        self.checkpoint = resolve_checkpoint(checkpoint)
+        self.model: GCDModel | None = None
+        self.load_error = ""
+        try:
+            self.model = load_model(self.checkpoint)
+        except GCDError as exc:
+            self.load_error = (
+                f"Could not load the model: {exc}. Point the environment variable GCD_CHECKPOINT at a gcd "
+                "checkpoint (a .pt file written by `gcd train`) and reload the page."
+            )
+        except Exception as exc:  # e.g. an unknown device in GCD_DEVICE: show it rather than a blank page
+            log.exception("loading the model failed")
+            self.load_error = f"Could not load the model: {type(exc).__name__}: {exc}"
+        self.settings = GenerationSettings()
+        self.run = GenerationRun(self.model, self.settings, dispatch=dispatch, model_error=self.load_error)
+        self.settings_panel = SettingsPanel(self.run)
+        self.live = LiveView(self.run)
+        self.results = ResultsTable(self.run)
+        self.export = ExportPanel(self.run, self.results)
+        self.alert = pn.pane.Alert(alert_type="danger", sizing_mode="stretch_width", visible=False)
+        self.run.param.watch(self._update_alert, ["error"])
+        self._update_alert()
+
+    @property
+    def error_message(self) -> str:
+        """What the page's error alert says ('' when it is hidden)."""
+        return self.alert.object if self.alert.visible else ""
+
+    @property
+    def device(self) -> str:
+        return str(self.model.device) if self.model is not None else str(resolve_device(None))
+
+    def _update_alert(self, *events: param.parameterized.Event) -> None:
+        message = self.run.error or self.load_error
+        self.alert.param.update(object=message, visible=bool(message))
+
+    def model_info(self) -> pn.pane.Markdown:
+        """Checkpoint, species, training cell and device, for the sidebar."""
+        lines = [f"**Checkpoint**: `{self.checkpoint.name}`", f"**Device**: {self.device}"]
+        if self.model is not None:
+            cells = self.model.metadata.get("train_cells") or []
+            lines.append(f"**Species**: {', '.join(self.model.grid.species)} ({self.model.grid.encoding})")
+            if cells:
+                lines.append(f"**Training cell**: {' × '.join(f'{v:.2f}' for v in cells[0])} Å")
+        return pn.pane.Markdown("  \n".join(lines), sizing_mode="stretch_width")
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        # A plain layout rather than a template: Panel's Fast templates load their font from Google, and the
+        # page must not fetch anything from outside the server.
+        header = pn.Row(
+            pn.pane.HTML(f"<h2 style='margin: 0'>{TITLE}</h2>", styles={"color": "white"}),
+            pn.layout.HSpacer(),
+            pn.pane.HTML(f"device: <b>{self.device}</b>", styles={"color": "white"}, align="center"),
+            styles={"background": "#2f5d8f", "padding": "6px 16px"},
+            sizing_mode="stretch_width",
+        )
+        sidebar = pn.Column(self.settings_panel, pn.layout.Divider(), self.model_info(), width=340)
+        main = pn.Column(self.alert, self.live, self.results, self.export, sizing_mode="stretch_width")
+        return pn.Column(header, pn.Row(sidebar, main, sizing_mode="stretch_width"), sizing_mode="stretch_width")
+
+    def on_session_destroyed(self) -> None:
+        """Stop this session's run when its browser tab goes away."""
+        self.run.cancel()

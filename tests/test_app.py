@@ -1,0 +1,340 @@
+"""The Panel dashboard without a browser: state, views and export in-process, and the served page over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("panel")
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # `app` is a folder of the repository, not an installed package
+    sys.path.insert(0, str(REPO))
+
+import panel as pn  # noqa: E402
+
+import app.state as app_state  # noqa: E402
+from app.views import Dashboard  # noqa: E402
+from gcd_core.data.crystals import crystal  # noqa: E402
+from gcd_core.diffusion.schedules import CosineSchedule  # noqa: E402
+from gcd_core.model import GCDModel  # noqa: E402
+from gcd_core.nn.unet import UNet3D  # noqa: E402
+from gcd_core.representation.grid import VoxelGrid  # noqa: E402
+
+TRAIN_CELL = [6.33, 6.33, 6.33]  # 2 x 2 x 2 BCC W cells: 8 voxels of 0.79125 A per side, 16 atoms
+
+
+def _save_tiny_model(path: Path, train_cell: list[float]) -> Path:
+    torch.manual_seed(0)
+    model = GCDModel(
+        UNet3D(in_channels=4, out_channels=4, base_channels=8),
+        VoxelGrid(("W",), 0.79125),
+        CosineSchedule(),
+        "x0",
+        metadata={"train_cells": [train_cell]},
+    )
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _save_tiny_model(tmp_path_factory.mktemp("app") / "tiny.pt", TRAIN_CELL)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # the network is tiny: one thread is the fastest, and it does not stall when other jobs load the machine
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_dashboard(checkpoint: Path, steps: int = 10, samples: int = 2) -> Dashboard:
+    dashboard = Dashboard(checkpoint)
+    dashboard.settings.param.update(steps=steps, num_samples=samples, seed=3)
+    return dashboard
+
+
+def download(dashboard: Dashboard) -> tuple[str, bytes]:
+    """Press the export button the way the browser does and decode what it would save."""
+    widget = dashboard.export.download
+    widget._clicks += 1
+    header, payload = widget.data.split(",", 1)
+    assert header.endswith(";base64")
+    return widget.filename, base64.b64decode(payload)
+
+
+# ------------------------------------------------------------------------------------------------ generation
+def test_generation_fills_results_and_frames(checkpoint: Path) -> None:
+    dashboard = make_dashboard(checkpoint, steps=10, samples=3)
+    steps_seen: list[int] = []
+    dashboard.run.param.watch(lambda event: steps_seen.append(event.new), "step")
+
+    assert dashboard.run.generate_blocking() == "done"
+
+    run = dashboard.run
+    assert steps_seen[0] == 1 and steps_seen[-1] == 10  # the first and the final frame are always pushed
+    assert run.step == run.num_steps == 10 and run.first_frame_s is not None
+    table = dashboard.results.table.value
+    assert len(table) == 3 and list(table["sample"]) == [0, 1, 2]
+    assert list(table["atoms"]) == [len(a) for a in run.structures]
+    assert (table["ideal"] == 16).all()  # a W model without a recorded phase is judged as BCC
+    assert table["verdict"].str.len().gt(0).all() and table["space group"].str.len().gt(0).all()
+    assert dashboard.live.progress.value == dashboard.live.progress.max == 10
+    assert "step 10 / 10" in dashboard.live.step_text.object and "done" in dashboard.live.step_text.object
+    volume = dashboard.live.volume
+    assert isinstance(volume, pn.pane.VTKVolume) and dashboard.live.viewer.objects == [volume]
+    assert volume.object.shape == (16, 16, 16) and volume.object.dtype == np.float32
+    assert volume.colormap == "Rainbow Desaturated"
+    assert dashboard.error_message == ""
+    assert not dashboard.settings_panel.generate_button.disabled
+
+    dashboard.live.sample.value = 2  # after the run, switching samples redraws from the last prediction
+    assert run.preview_sample == 2 and run.density.shape == (16, 16, 16)
+
+
+def test_frames_are_throttled(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app_state, "PUSH_INTERVAL_S", 1e9)
+    dashboard = make_dashboard(checkpoint, steps=12, samples=1)
+    steps_seen: list[int] = []
+    dashboard.run.param.watch(lambda event: steps_seen.append(event.new), "step")
+    assert dashboard.run.generate_blocking() == "done"
+    assert steps_seen == [1, 12]
+
+
+def test_cancel_after_first_frame(checkpoint: Path) -> None:
+    dashboard = make_dashboard(checkpoint, steps=50, samples=1)
+    run = dashboard.run
+    run.param.watch(lambda event: run.cancel() if event.new == 1 else None, "step")
+
+    assert run.generate_blocking() == "cancelled"
+
+    assert run.step == 1 and run.structures == [] and len(dashboard.results.table.value) == 0
+    assert "cancelled" in dashboard.live.step_text.object
+    assert not dashboard.settings_panel.generate_button.disabled
+    assert dashboard.settings_panel.cancel_button.disabled
+
+
+def test_background_thread_runs_and_cancels(checkpoint: Path) -> None:
+    dashboard = make_dashboard(checkpoint, steps=10, samples=1)
+    run = dashboard.run
+    assert run.start()
+    run.join(30)
+    assert run.status == "done" and len(run.structures) == 1
+
+    dashboard.settings.steps = 200
+    run.start()
+    deadline = time.monotonic() + 30
+    while run.step < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    run.cancel()
+    run.join(30)
+    assert not run.running
+    assert run.status == "cancelled" and 1 <= run.step < 200
+
+
+def test_results_rows_judge_against_the_reference() -> None:
+    perfect = crystal("bcc", 2)
+    vacancy = perfect[1:]
+    rows = app_state.analyse([perfect, vacancy], TRAIN_CELL, app_state.Reference("bcc"))
+    assert [r["verdict"] for r in rows] == ["perfect", "-1 atoms, not 229"]
+    assert rows[0]["space group"] == "229 Im-3m" and rows[0]["ideal"] == 16
+    assert rows[0]["density (g/cm³)"] == pytest.approx(19.25, abs=0.1)  # tungsten
+    unknown = app_state.analyse([perfect], TRAIN_CELL, app_state.Reference())
+    assert unknown[0]["ideal"] is None and unknown[0]["verdict"] == "" and unknown[0]["space group"] == "229 Im-3m"
+
+
+def test_reference_comes_from_the_metadata() -> None:
+    def model(species: tuple[str, ...], metadata: dict) -> GCDModel:
+        grid = VoxelGrid(species, 0.79125)
+        net = UNet3D(in_channels=grid.n_channels, out_channels=grid.n_channels, base_channels=8)
+        return GCDModel(net, grid, CosineSchedule(), "x0", metadata=metadata)
+
+    written_by_train = model(("Cu",), {"data": {"phase": "fcc", "element": "Cu", "a": None}})
+    assert app_state.reference_of(written_by_train) == app_state.Reference("fcc")
+    assert app_state.reference_of(model(("W",), {"phase": "bcc", "a": 3.2})).a == 3.2
+    assert app_state.reference_of(model(("W",), {})) == app_state.Reference("bcc", assumed=True)
+    assert app_state.reference_of(model(("Cu",), {})).phase is None
+
+
+# ---------------------------------------------------------------------------------------------------- export
+def test_cif_export_of_one_and_of_two(checkpoint: Path, tmp_path: Path) -> None:
+    dashboard = make_dashboard(checkpoint, steps=10, samples=2)
+    assert dashboard.run.generate_blocking() == "done"
+    structures = dashboard.run.structures
+    assert all(len(a) > 0 for a in structures)
+
+    dashboard.results.table.selection = [1]
+    name, data = download(dashboard)
+    assert name == "sample_0001.cif"
+    (tmp_path / name).write_bytes(data)
+    back = ase.io.read(tmp_path / name, format="cif")
+    assert len(back) == len(structures[1])
+    np.testing.assert_allclose(back.cell.lengths(), structures[1].cell.lengths(), atol=1e-4)
+
+    dashboard.results.table.selection = [0, 1]
+    name, data = download(dashboard)
+    assert name.endswith(".zip")
+    (tmp_path / name).write_bytes(data)
+    with zipfile.ZipFile(tmp_path / name) as archive:
+        assert sorted(archive.namelist()) == ["sample_0000.cif", "sample_0001.cif"]
+        archive.extractall(tmp_path / "unzipped")
+    for index in (0, 1):
+        back = ase.io.read(tmp_path / "unzipped" / f"sample_{index:04d}.cif", format="cif")
+        assert len(back) == len(structures[index])
+        np.testing.assert_allclose(back.cell.lengths(), structures[index].cell.lengths(), atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------- errors
+def test_missing_checkpoint_shows_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GCD_CHECKPOINT", str(tmp_path / "nowhere.pt"))
+    dashboard = Dashboard()  # path from the environment
+    assert "does not exist" in dashboard.error_message and "GCD_CHECKPOINT" in dashboard.error_message
+    assert dashboard.alert.visible and dashboard.alert.alert_type == "danger"
+    assert dashboard.settings_panel.generate_button.disabled
+    assert dashboard.run.generate_blocking() == "error"
+    pn.panel(dashboard).get_root()  # the page still renders
+
+
+def test_cell_the_network_cannot_take_shows_alert(tmp_path: Path) -> None:
+    bad = _save_tiny_model(tmp_path / "odd.pt", [5.54, 5.54, 5.54])  # 7 voxels: not a multiple of 4
+    dashboard = make_dashboard(bad)
+    assert dashboard.run.generate_blocking() == "error"
+    assert "multiples of 4" in dashboard.error_message
+
+
+def test_unexpected_error_shows_alert(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("decoder exploded")
+
+    monkeypatch.setattr(app_state, "decode_frame", broken)
+    dashboard = make_dashboard(checkpoint)
+    assert dashboard.run.generate_blocking() == "error"
+    assert "decoder exploded" in dashboard.error_message
+    assert not dashboard.settings_panel.generate_button.disabled  # the next run can go
+
+
+# ---------------------------------------------------------------------------------------------------- server
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _external_urls_of_session(url: str, page: str) -> set[str]:
+    """The http(s) URLs in the document of the session that served ``page``, fetched as a Bokeh client."""
+    import panel.models.layout  # noqa: F401  (the client needs Panel's model classes to read the document)
+    import panel.models.markup  # noqa: F401
+    import panel.models.tabulator  # noqa: F401
+    import panel.models.widgets  # noqa: F401
+    from bokeh.client import pull_session
+    from bokeh.embed.util import standalone_docs_json
+    from bokeh.util.token import get_session_id
+
+    token = re.search(r'"token":\s*"([^"]+)"', page)
+    assert token, "no session token in the page"
+    session = pull_session(url=url, session_id=get_session_id(token.group(1)))
+    try:
+        text = json.dumps(standalone_docs_json(session.document.roots), default=str)
+    finally:
+        session.close()
+    assert "Generate" in text
+    return set(re.findall(r"""https?://[^"'\s)\\]+""", text))
+
+
+def test_panel_serve_answers(checkpoint: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "GCD_CHECKPOINT": str(checkpoint)}
+    command = [sys.executable, "-m", "panel", "serve", str(REPO / "app" / "main.py"), "--port", str(port)]
+    command += ["--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}"]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        status, page = None, ""
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/main", timeout=5) as response:
+                    status, page = response.status, response.read().decode()
+                break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.3)
+        assert status == 200, f"no page within 30 s; server exit code {server.poll()}"
+        assert "grand canonical diffusion" in page
+        # everything the page loads comes from the server itself (no CDN: the app must work offline)
+        external = set(re.findall(r"""(?:src|href)=["'](https?://[^"']+)""", page))
+        assert not external, external
+        # ... and so do the stylesheets of the components, which come with the session's document
+        external = _external_urls_of_session(f"http://127.0.0.1:{port}/main", page)
+        assert not {url for url in external if not url.startswith(f"http://127.0.0.1:{port}/")}, external
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
+
+
+def test_served_session_streams_frames_from_the_worker(checkpoint: Path) -> None:
+    """A real server session: the run's updates reach the widgets through the event loop, and Cancel works."""
+    sessions: list[tuple[Dashboard, object]] = []
+
+    def factory() -> Dashboard:
+        from app.main import create_app
+
+        dashboard = create_app(checkpoint)
+        sessions.append((dashboard, pn.state.curdoc))
+        return dashboard
+
+    port = _free_port()
+    server = pn.serve({"main": factory}, port=port, address="127.0.0.1", threaded=True, show=False)
+    try:
+        deadline = time.monotonic() + 30
+        while not sessions and time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/main", timeout=5).close()
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.2)
+        dashboard, doc = sessions[0]
+        dashboard.settings.param.update(steps=20, num_samples=2)
+        # a click runs on the event loop, so the test schedules it there too
+        doc.add_next_tick_callback(dashboard.settings_panel._on_generate)
+        while dashboard.run.status not in ("done", "error") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert dashboard.run.status == "done", dashboard.error_message
+        time.sleep(0.3)  # the last hand-over may still be on its way to the widgets
+        assert len(dashboard.results.table.value) == 2
+        assert dashboard.live.progress.value == 20
+        bokeh_progress = next(iter(dashboard.live.progress._models.values()))[0]
+        assert bokeh_progress.value == 20  # the Bokeh model of the session changed, not only the widget
+
+        dashboard.settings.steps = 200
+        doc.add_next_tick_callback(dashboard.settings_panel._on_generate)
+        while not dashboard.run.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        doc.add_next_tick_callback(dashboard.settings_panel._on_cancel)
+        dashboard.run.join(30)
+        while dashboard.run.status == "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert dashboard.run.status == "cancelled" and dashboard.run.step < 200
+    finally:
+        server.stop()
