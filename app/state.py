@@ -24,7 +24,6 @@ import numpy as np
 import param
 import torch
 from ase import Atoms
-from ase.units import _amu
 
 from gcd_core.data.crystals import PHASES, ideal_atom_count
 from gcd_core.device import resolve_device
@@ -33,7 +32,7 @@ from gcd_core.errors import GCDError
 from gcd_core.generate import GenerationRequest, decode_frame, generate_frames, grid_layout_for
 from gcd_core.io import sample_name, write_structures
 from gcd_core.model import GCDModel
-from gcd_core.physics.symmetry import space_group
+from gcd_core.physics import mass_density, space_group
 from gcd_core.representation.density import density_view
 
 log = logging.getLogger(__name__)
@@ -46,7 +45,6 @@ DENSITY_UPSAMPLE = 2
 SYMPREC = 0.1  # A; generated positions carry a little noise
 STATUSES = ("idle", "running", "done", "cancelled", "error")
 RESULT_COLUMNS = ("sample", "atoms", "ideal", "density (g/cm³)", "space group", "verdict")
-_GRAMS_PER_CM3 = _amu * 1e3 / 1e-24  # one amu per cubic angstrom, in g/cm3
 
 Dispatch = Callable[[Callable[[], None]], None]
 
@@ -119,12 +117,6 @@ def reference_of(model: GCDModel) -> Reference:
     a = meta.get("a") or data.get("a")
     c = meta.get("c") or data.get("c")
     return Reference(phase, float(a) if a else None, float(c) if c else None, assumed)
-
-
-def mass_density(atoms: Atoms) -> float:
-    """Mass density in g/cm3 (0 for an empty cell)."""
-    volume = atoms.get_volume()
-    return float(atoms.get_masses().sum() / volume * _GRAMS_PER_CM3) if len(atoms) and volume > 0 else 0.0
 
 
 def ideal_count(reference: Reference, cell_lengths: Sequence[float]) -> int | float | None:

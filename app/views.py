@@ -82,8 +82,8 @@ class SettingsPanel(pn.viewable.Viewer):
         self.steps = pn.widgets.IntSlider.from_param(settings.param.steps, label="Sampler steps")
         self.seed = pn.widgets.IntInput.from_param(settings.param.seed, label="Seed")
         self.sampler = pn.widgets.RadioButtonGroup.from_param(settings.param.sampler, label="Sampler")
-        self.generate_button = pn.widgets.Button(label="Generate", color="primary", icon="player-play")
-        self.cancel_button = pn.widgets.Button(label="Cancel", color="warning", icon="player-stop")
+        self.generate_button = pn.widgets.Button(label="▶ Generate", color="primary")
+        self.cancel_button = pn.widgets.Button(label="■ Cancel", color="warning")
         self.cell_info = pn.pane.Markdown(sizing_mode="stretch_width")
         self.generate_button.on_click(self._on_generate)
         self.cancel_button.on_click(self._on_cancel)
@@ -278,7 +278,6 @@ class ExportPanel(pn.viewable.Viewer):
             filename="gcd_structures.zip",
             label="Download CIF",
             color="success",
-            icon="download",
             disabled=True,
         )
         self.note = pn.pane.Markdown(sizing_mode="stretch_width")
