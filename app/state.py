@@ -185,9 +185,9 @@ class GenerationSettings(param.Parameterized):
 
     supercell = param.Integer(default=1, bounds=(1, 3), doc="Multiple of the training cell along each axis.")
     num_samples = param.Integer(default=2, bounds=(1, 8), doc="Structures generated in one batch.")
-    steps = param.Integer(default=50, bounds=(10, 200), doc="Sampler steps.")
+    steps = param.Integer(default=200, bounds=(10, 1000), doc="Sampler steps.")
     seed = param.Integer(default=0, bounds=(0, 2**31 - 1), doc="Same seed and settings, same structures.")
-    sampler = param.Selector(default="ddim", objects=sorted(SAMPLERS), doc="ddim (deterministic) or ddpm.")
+    sampler = param.Selector(default="ddpm", objects=sorted(SAMPLERS), doc="ddpm (ancestral) or ddim (deterministic).")
 
     def cell_lengths(self, model: GCDModel) -> tuple[float, float, float]:
         """The requested cell (A): the model's training cell times the supercell multiple."""

@@ -41,7 +41,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 3], help="multiples of the training edge")
     parser.add_argument("--samples", type=int, nargs="+", default=[50, 20], help="per size; the last repeats")
     parser.add_argument("--batch", type=int, default=16, help="samples generated together")
-    parser.add_argument("--steps", type=int, default=50, help="sampler steps")
+    parser.add_argument("--steps", type=int, default=200, help="sampler steps")
+    parser.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddpm")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -60,8 +61,8 @@ def main() -> None:
             verdicts, seconds = [], 0.0
             for start in range(0, count, args.batch):
                 request = GenerationRequest(
-                    cell, num_samples=min(args.batch, count - start), steps=args.steps, seed=args.seed + start,
-                    label=label,
+                    cell, num_samples=min(args.batch, count - start), steps=args.steps, sampler=args.sampler,
+                    seed=args.seed + start, label=label,
                 )
                 began = time.perf_counter()
                 structures = generate(model, request)
@@ -81,7 +82,7 @@ def main() -> None:
             )
             print(rows[-1], file=sys.stderr, flush=True)
     header = list(rows[0])
-    print(f"Model {args.checkpoint} ({model.device}), DDIM {args.steps} steps, seed {args.seed}\n")
+    print(f"Model {args.checkpoint} ({model.device}), {args.sampler.upper()} {args.steps} steps, seed {args.seed}\n")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:

@@ -233,8 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="N or NX NY NZ times the model's first training cell",
     )
     p.add_argument("--num-samples", type=_positive_int, default=1, metavar="N", help="structures to generate")
-    p.add_argument("--steps", type=_positive_int, default=50, metavar="N", help="sampler steps")
-    p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim", help="sampler")
+    p.add_argument("--steps", type=_positive_int, default=200, metavar="N", help="sampler steps")
+    p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddpm", help="ddpm (ancestral) or ddim")
     p.add_argument("--seed", type=int, default=0, help="same seed and options, same structures")
     p.add_argument("--label", help="class label (conditional models)")
     p.add_argument("--guidance-scale", type=float, default=1.0, metavar="S", help="classifier-free guidance scale")

@@ -21,8 +21,9 @@ class GenerationRequest:
 
     cell_lengths: tuple[float, float, float]
     num_samples: int = 1
-    steps: int = 50
-    sampler: str = "ddim"
+    # ancestral sampling: its noise lets domain walls heal, which deterministic DDIM cannot (benchmarks/results)
+    steps: int = 200
+    sampler: str = "ddpm"
     seed: int | None = 0
     label: str | int | None = None
     vector: Sequence[float] | None = None

@@ -37,7 +37,7 @@ def frames(tmp_path_factory):
     data = VoxelDataset([crystal("bcc", 2)], grid, stride=net.stride)
     config = TrainConfig(steps=300, batch_size=16, lr=1e-3, warmup_steps=50, checkpoint_every=10**9)
     model = train(model, data, config, tmp_path_factory.mktemp("e2e"), progress=False).model
-    request = GenerationRequest(CELL, num_samples=SAMPLES, steps=40, seed=0)
+    request = GenerationRequest(CELL, num_samples=SAMPLES, steps=40, sampler="ddim", seed=0)
     return model, request, list(generate_frames(model, request))
 
 
