@@ -32,7 +32,7 @@ from gcd_core.errors import GCDError
 from gcd_core.generate import GenerationRequest, decode_frame, generate_frames, grid_layout_for
 from gcd_core.io import sample_name, write_structures
 from gcd_core.model import GCDModel
-from gcd_core.physics import mass_density, space_group
+from gcd_core.physics import judge_phase, mass_density, space_group
 from gcd_core.representation.density import density_view
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ PUSH_INTERVAL_S = 0.2  # at most this often a frame goes to the page; the last f
 DENSITY_UPSAMPLE = 2
 SYMPREC = 0.1  # A; generated positions carry a little noise
 STATUSES = ("idle", "running", "done", "cancelled", "error")
-RESULT_COLUMNS = ("sample", "atoms", "ideal", "density (g/cm³)", "space group", "verdict")
+RESULT_COLUMNS = ("sample", "atoms", "ideal", "density (g/cm³)", "space group", "phase fraction", "verdict")
 
 Dispatch = Callable[[Callable[[], None]], None]
 
@@ -128,29 +128,30 @@ def ideal_count(reference: Reference, cell_lengths: Sequence[float]) -> int | fl
 
 
 def analyse(structures: Sequence[Atoms], cell_lengths: Sequence[float], reference: Reference) -> list[dict]:
-    """One results-table row per structure: atom count against the ideal one, density and space group."""
+    """One results-table row per structure: atom count against the ideal one, density, space group and the
+    fraction of atoms of the reference phase (``gcd_core.physics.judge_phase``, as the benchmarks judge)."""
     ideal = ideal_count(reference, cell_lengths)
     rows = []
     for index, atoms in enumerate(structures):
-        number, symbol = space_group(atoms, symprec=SYMPREC)
-        verdict = ""
+        density = round(mass_density(atoms), 3)
+        row = {"sample": index, "atoms": len(atoms), "ideal": ideal, "density (g/cm³)": density}
         if reference.phase:
+            verdict = judge_phase(atoms, reference.phase, symprec=SYMPREC)
             problems = []
             if ideal is not None and len(atoms) != ideal:
                 problems.append(f"{len(atoms) - ideal:+g} atoms")
-            if number != reference.space_group:
+            if verdict.space_group != reference.space_group:
                 problems.append(f"not {reference.space_group}")
-            verdict = ", ".join(problems) or "perfect"
-        rows.append(
-            {
-                "sample": index,
-                "atoms": len(atoms),
-                "ideal": ideal,
-                "density (g/cm³)": round(mass_density(atoms), 3),
-                "space group": f"{number} {symbol}" if number else "none",
-                "verdict": verdict,
-            }
-        )
+            if verdict.target_fraction < 1:
+                problems.append(f"{100 * (1 - verdict.target_fraction):.0f} % not {reference.phase}")
+            row["space group"] = f"{verdict.space_group} {verdict.space_group_symbol}" if verdict.space_group else "none"
+            row["phase fraction"] = f"{100 * verdict.target_fraction:.0f} % {reference.phase}"
+            row["verdict"] = ", ".join(problems) or "perfect"
+        else:
+            number, symbol = space_group(atoms, symprec=SYMPREC)
+            row["space group"] = f"{number} {symbol}" if number else "none"
+            row["phase fraction"] = row["verdict"] = ""
+        rows.append(row)
     return rows
 
 
