@@ -188,6 +188,7 @@ class GenerationSettings(param.Parameterized):
     num_samples = param.Integer(default=2, bounds=(1, 8), doc="Structures generated in one batch.")
     steps = param.Integer(default=200, bounds=(10, 1000), doc="Sampler steps.")
     seed = param.Integer(default=0, bounds=(0, 2**31 - 1), doc="Same seed and settings, same structures.")
+    resample = param.Integer(default=1, bounds=(1, 4), doc="Repeat each step with re-noising (heals defects).")
     sampler = param.Selector(default="ddpm", objects=sorted(SAMPLERS), doc="ddpm (ancestral) or ddim (deterministic).")
 
     def cell_lengths(self, model: GCDModel) -> tuple[float, float, float]:
@@ -202,7 +203,12 @@ class GenerationSettings(param.Parameterized):
         cell = self.cell_lengths(model)
         grid_layout_for(model, cell)  # a cell the network cannot take fails here, before any thread starts
         return GenerationRequest(
-            cell_lengths=cell, num_samples=self.num_samples, steps=self.steps, sampler=self.sampler, seed=self.seed
+            cell_lengths=cell,
+            num_samples=self.num_samples,
+            steps=self.steps,
+            sampler=self.sampler,
+            resample=self.resample,
+            seed=self.seed,
         )
 
 

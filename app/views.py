@@ -82,6 +82,7 @@ class SettingsPanel(pn.viewable.Viewer):
         self.steps = pn.widgets.IntSlider.from_param(settings.param.steps, label="Sampler steps")
         self.seed = pn.widgets.IntInput.from_param(settings.param.seed, label="Seed")
         self.sampler = pn.widgets.RadioButtonGroup.from_param(settings.param.sampler, label="Sampler")
+        self.resample = pn.widgets.IntSlider.from_param(settings.param.resample, label="Resample (heals defects)")
         self.generate_button = pn.widgets.Button(label="▶ Generate", color="primary")
         self.cancel_button = pn.widgets.Button(label="■ Cancel", color="warning")
         self.cell_info = pn.pane.Markdown(sizing_mode="stretch_width")
@@ -135,6 +136,7 @@ class SettingsPanel(pn.viewable.Viewer):
             self.num_samples,
             self.steps,
             self.sampler,
+            self.resample,
             self.seed,
             pn.Row(self.generate_button, self.cancel_button),
             sizing_mode="stretch_width",

@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="samples generated together")
     parser.add_argument("--steps", type=int, default=200, help="sampler steps")
     parser.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddpm")
+    parser.add_argument("--resample", type=int, default=1, help="repeat each step with re-noising")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -61,7 +62,7 @@ def main() -> None:
             verdicts, seconds = [], 0.0
             for start in range(0, count, args.batch):
                 request = GenerationRequest(
-                    cell, num_samples=min(args.batch, count - start), steps=args.steps, sampler=args.sampler,
+                    cell, num_samples=min(args.batch, count - start), steps=args.steps, sampler=args.sampler, resample=args.resample,
                     seed=args.seed + start, label=label,
                 )
                 began = time.perf_counter()
@@ -82,7 +83,7 @@ def main() -> None:
             )
             print(rows[-1], file=sys.stderr, flush=True)
     header = list(rows[0])
-    print(f"Model {args.checkpoint} ({model.device}), {args.sampler.upper()} {args.steps} steps, seed {args.seed}\n")
+    print(f"Model {args.checkpoint} ({model.device}), {args.sampler.upper()} {args.steps} steps x resample {args.resample}, seed {args.seed}\n")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:

@@ -235,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=_positive_int, default=1, metavar="N", help="structures to generate")
     p.add_argument("--steps", type=_positive_int, default=200, metavar="N", help="sampler steps")
     p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddpm", help="ddpm (ancestral) or ddim")
+    p.add_argument(
+        "--resample", type=_positive_int, default=1, metavar="R", help="take each step R times, re-noising between"
+    )
     p.add_argument("--seed", type=int, default=0, help="same seed and options, same structures")
     p.add_argument("--label", help="class label (conditional models)")
     p.add_argument("--guidance-scale", type=float, default=1.0, metavar="S", help="classifier-free guidance scale")
@@ -450,6 +453,7 @@ def cmd_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         num_samples=args.num_samples,
         steps=args.steps,
         sampler=args.sampler,
+        resample=args.resample,
         seed=args.seed,
         label=args.label,
         guidance_scale=args.guidance_scale,

@@ -24,6 +24,7 @@ class GenerationRequest:
     # ancestral sampling: its noise lets domain walls heal, which deterministic DDIM cannot (benchmarks/results)
     steps: int = 200
     sampler: str = "ddpm"
+    resample: int = 1  # >1 repeats each step with re-noising (a corrector; also harmonises in-painting)
     seed: int | None = 0
     label: str | int | None = None
     vector: Sequence[float] | None = None
@@ -36,6 +37,8 @@ class GenerationRequest:
             raise GCDError(f"num_samples must be at least 1, got {self.num_samples}")
         if self.steps < 1:
             raise GCDError(f"steps must be at least 1, got {self.steps}")
+        if self.resample < 1:
+            raise GCDError(f"resample must be at least 1, got {self.resample}")
         if self.sampler not in SAMPLERS:
             raise GCDError(f"unknown sampler {self.sampler!r}; choose one of {sorted(SAMPLERS)}")
         if self.guidance_scale < 0:
@@ -71,7 +74,10 @@ def generate_frames(
     denoiser = model.denoiser(conditioning, guidance_scale=request.guidance_scale)
     sampler = SAMPLERS[request.sampler]
     model.net.eval()
-    yield from sampler(denoiser, x, model.schedule, steps=request.steps, generator=generator, inpaint=inpaint)
+    yield from sampler(
+        denoiser, x, model.schedule, steps=request.steps, generator=generator, inpaint=inpaint,
+        resample=request.resample,
+    )
 
 
 def decode_frame(model: GCDModel, frame: Frame, request: GenerationRequest) -> list[Atoms]:

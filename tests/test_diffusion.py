@@ -364,7 +364,7 @@ def _known_and_mask(seed: int = 40):
 @pytest.mark.parametrize(("name", "sampler"), SAMPLER_CASES, ids=SAMPLER_IDS)
 def test_inpainting_holds_the_known_voxels(name, sampler, resample):
     known, mask = _known_and_mask()
-    inpaint = Inpaint(known, mask, resample=resample)
+    inpaint = Inpaint(known, mask)
     calls = []
 
     def denoiser(x_t, t):
@@ -373,7 +373,9 @@ def test_inpainting_holds_the_known_voxels(name, sampler, resample):
 
     steps = 8
     frames = list(
-        sampler(denoiser, _noise(42), CosineSchedule(), steps=steps, generator=_gen(43), inpaint=inpaint)
+        sampler(
+            denoiser, _noise(42), CosineSchedule(), steps=steps, generator=_gen(43), inpaint=inpaint, resample=resample
+        )
     )
     assert len(frames) == steps and len(calls) == steps * resample
     final = run_to_end(iter(frames))
@@ -391,9 +393,10 @@ def test_inpainting_with_an_oracle_keeps_the_marginals(resample):
     shape = (8, 1, 16, 16, 16)
     clean = _clean(60, shape=shape, dtype=torch.float64)
     mask = torch.rand(shape, generator=_gen(61)) < 0.5
-    inpaint = Inpaint(clean, mask, resample=resample)
+    inpaint = Inpaint(clean, mask)
     x = _noise(62, shape=shape, dtype=torch.float64)
-    for frame in ddpm(lambda x_t, t: clean, x, schedule, steps=6, generator=_gen(63), inpaint=inpaint):
+    frames = ddpm(lambda x_t, t: clean, x, schedule, steps=6, generator=_gen(63), inpaint=inpaint, resample=resample)
+    for frame in frames:
         assert frame.x.dtype == torch.float64
         if frame.t == 0:
             assert torch.equal(frame.x, clean)
@@ -415,7 +418,8 @@ def test_inpainting_is_reproducible_with_resampling():
                 LinearSchedule(),
                 steps=6,
                 generator=_gen(seed),
-                inpaint=Inpaint(known, mask, resample=2),
+                inpaint=Inpaint(known, mask),
+                resample=2,
             )
         )
         for seed in (46, 46, 47)
@@ -431,7 +435,7 @@ def test_inpainting_mask_may_be_float_and_resample_must_be_positive():
     assert torch.equal(final[mask], known[mask])
     for resample in (0, -2):
         with pytest.raises(GCDError, match="resample"):
-            Inpaint(known, mask, resample=resample)
+            run_to_end(ddim(_tanh_denoiser, _noise(49), CosineSchedule(), steps=4, resample=resample))
 
 
 # ------------------------------------------------------------------------------------------------- guidance

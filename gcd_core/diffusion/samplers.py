@@ -44,11 +44,8 @@ class Inpaint:
 
     known: torch.Tensor
     mask: torch.Tensor
-    resample: int = 1  # RePaint jumps per step: >1 re-noises and repeats a step to harmonise the seam
 
     def __post_init__(self) -> None:
-        if self.resample < 1:
-            raise GCDError(f"inpaint resample must be at least 1, got {self.resample}")
         self.mask = self.mask.to(self.known.dtype)
 
     def impose(self, x: torch.Tensor, alpha: float, sigma: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -121,15 +118,22 @@ def ddim(
     eta: float = 0.0,
     generator: torch.Generator | None = None,
     inpaint: Inpaint | None = None,
+    resample: int = 1,
 ) -> Iterator[Frame]:
-    """DDIM (Song et al.): deterministic for ``eta = 0``; ``eta = 1`` is the ancestral DDPM posterior."""
+    """DDIM (Song et al.): deterministic for ``eta = 0``; ``eta = 1`` is the ancestral DDPM posterior.
+
+    ``resample = r > 1`` takes every step r times, re-noising back to its start in between (RePaint): it
+    harmonises an in-painted seam, and without in-painting it acts as a corrector that lets defects anneal out.
+    """
+    if resample < 1:
+        raise GCDError(f"resample must be at least 1, got {resample}")
     times = schedule.timesteps(steps, device=x.device)
     alpha_bars = schedule.alpha_bar(times).clamp(1e-8, 1.0).tolist()
     batch = x.shape[0]
     for n in range(steps):
         t, s = float(times[n]), float(times[n + 1])
         abar_t, abar_s = alpha_bars[n], alpha_bars[n + 1]
-        for jump in range(inpaint.resample if inpaint else 1):
+        for jump in range(resample):
             t_batch = torch.full((batch,), t, device=x.device, dtype=x.dtype)
             x0 = denoise(x, t_batch)
             eps = (x - abar_t**0.5 * x0) / (1 - abar_t) ** 0.5
@@ -141,12 +145,12 @@ def ddim(
                 )
             if inpaint is not None:
                 x_next = inpaint.impose(x_next, abar_s**0.5, (1 - abar_s) ** 0.5, generator)
-                if jump < inpaint.resample - 1:
-                    # back to time t through q(x_t | x_s), then the step is taken again
-                    ratio = abar_t / abar_s
-                    x_next = ratio**0.5 * x_next + (1 - ratio) ** 0.5 * torch.randn(
-                        x.shape, device=x.device, dtype=x.dtype, generator=generator
-                    )
+            if jump < resample - 1:
+                # back to time t through q(x_t | x_s), then the step is taken again
+                ratio = abar_t / abar_s
+                x_next = ratio**0.5 * x_next + (1 - ratio) ** 0.5 * torch.randn(
+                    x.shape, device=x.device, dtype=x.dtype, generator=generator
+                )
             x = x_next
         if inpaint is not None:
             x0 = inpaint.impose(x0, 1.0, 0.0, None)
@@ -160,9 +164,12 @@ def ddpm(
     steps: int = 200,
     generator: torch.Generator | None = None,
     inpaint: Inpaint | None = None,
+    resample: int = 1,
 ) -> Iterator[Frame]:
-    """Ancestral sampling (Ho et al.) over ``steps`` evenly spaced times."""
-    yield from ddim(denoise, x, schedule, steps=steps, eta=1.0, generator=generator, inpaint=inpaint)
+    """Ancestral sampling (Ho et al.) over ``steps`` evenly spaced times; ``resample`` as in ``ddim``."""
+    yield from ddim(
+        denoise, x, schedule, steps=steps, eta=1.0, generator=generator, inpaint=inpaint, resample=resample
+    )
 
 
 SAMPLERS = {"ddim": ddim, "ddpm": ddpm}

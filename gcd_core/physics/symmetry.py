@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-import spglib
+import os
+
 from ase import Atoms
+
+# spglib prints C-level warnings ("Primitive lattice cleaning is incomplete") for every noisy sample; the
+# caller gets the space group it found either way
+os.environ.setdefault("SPGLIB_WARNING", "OFF")
+import spglib  # noqa: E402
 
 DEFAULT_SYMPREC = 0.1  # A; generated positions carry a little noise
 
