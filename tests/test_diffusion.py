@@ -549,3 +549,19 @@ def test_guided_sampling_reaches_the_target():
         )
     )
     assert float(loss(guided).sum()) < 0.5 * float(loss(plain).sum())
+
+
+def test_resampling_without_inpainting_is_a_corrector_that_still_ends_at_the_oracle():
+    clean = _clean(70)
+    calls = []
+
+    def oracle(x_t, t):
+        calls.append(1)
+        return clean
+
+    frames = list(ddpm(oracle, _noise(71), CosineSchedule(), steps=5, generator=_gen(72), resample=3))
+    assert len(frames) == 5 and len(calls) == 15
+    assert torch.equal(frames[-1].x0, clean)
+    again = run_to_end(ddpm(_tanh_denoiser, _noise(71), CosineSchedule(), steps=5, generator=_gen(72), resample=3))
+    assert torch.equal(again, run_to_end(ddpm(_tanh_denoiser, _noise(71), CosineSchedule(), steps=5,
+                                              generator=_gen(72), resample=3)))
