@@ -144,7 +144,8 @@ def analyse(structures: Sequence[Atoms], cell_lengths: Sequence[float], referenc
                 problems.append(f"not {reference.space_group}")
             if verdict.target_fraction < 1:
                 problems.append(f"{100 * (1 - verdict.target_fraction):.0f} % not {reference.phase}")
-            row["space group"] = f"{verdict.space_group} {verdict.space_group_symbol}" if verdict.space_group else "none"
+            group = verdict.space_group
+            row["space group"] = f"{group} {verdict.space_group_symbol}" if group else "none"
             row["phase fraction"] = f"{100 * verdict.target_fraction:.0f} % {reference.phase}"
             row["verdict"] = ", ".join(problems) or "perfect"
         else:

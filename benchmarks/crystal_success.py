@@ -62,8 +62,13 @@ def main() -> None:
             verdicts, seconds = [], 0.0
             for start in range(0, count, args.batch):
                 request = GenerationRequest(
-                    cell, num_samples=min(args.batch, count - start), steps=args.steps, sampler=args.sampler, resample=args.resample,
-                    seed=args.seed + start, label=label,
+                    cell,
+                    num_samples=min(args.batch, count - start),
+                    steps=args.steps,
+                    sampler=args.sampler,
+                    resample=args.resample,
+                    seed=args.seed + start,
+                    label=label,
                 )
                 began = time.perf_counter()
                 structures = generate(model, request)
@@ -83,7 +88,8 @@ def main() -> None:
             )
             print(rows[-1], file=sys.stderr, flush=True)
     header = list(rows[0])
-    print(f"Model {args.checkpoint} ({model.device}), {args.sampler.upper()} {args.steps} steps x resample {args.resample}, seed {args.seed}\n")
+    sampling = f"{args.sampler.upper()} {args.steps} steps x resample {args.resample}"
+    print(f"Model {args.checkpoint} ({model.device}), {sampling}, seed {args.seed}\n")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
