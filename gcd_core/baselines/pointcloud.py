@@ -46,6 +46,7 @@ from torch import nn
 from gcd_core.baselines.pointcloud_graph import PeriodicGraph, periodic_radius_graph
 from gcd_core.device import make_generator, resolve_device
 from gcd_core.errors import GCDError
+from gcd_core.model import read_checkpoint
 
 CHECKPOINT_FORMAT = "gcd-pointcloud-baseline"
 CHECKPOINT_VERSION = 1
@@ -495,18 +496,7 @@ class PointCloudBaseline:
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device | None = None) -> PointCloudBaseline:
         """Load a BASELINE checkpoint written by :meth:`save` or :func:`train_pointcloud`."""
-        path = Path(path)
-        if not path.is_file():
-            raise GCDError(f"checkpoint {path} does not exist")
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises several types for non-checkpoint files
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise GCDError(f"{path} is not a readable checkpoint ({reason[:200]})") from exc
-        if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-            raise GCDError(f"{path} is not a point-cloud baseline checkpoint (no '{CHECKPOINT_FORMAT}' tag)")
-        if checkpoint.get("version", 0) > CHECKPOINT_VERSION:
-            raise GCDError(f"{path} was written by a newer gcd (baseline checkpoint version {checkpoint['version']})")
+        checkpoint = read_checkpoint(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, kind="point-cloud baseline")
         model = cls.from_config(checkpoint["config"], checkpoint.get("metadata"))
         model.net.load_state_dict(checkpoint["model"])
         model.net.eval()
