@@ -101,11 +101,16 @@ class Reference:
         return PHASES[self.phase].space_group if self.phase else None
 
 
-def reference_of(model: GCDModel) -> Reference:
-    """The training crystal from the checkpoint metadata (``phase``, or ``data.phase`` as ``gcd train`` writes).
+def reference_of(model: GCDModel, label: str | None = None) -> Reference:
+    """The training crystal: the class ``label`` of a phase-conditional model, else the checkpoint metadata's
+    ``phase`` (or ``data.phase`` as ``gcd train`` writes).
 
-    A single-species tungsten model without any phase recorded is taken as BCC (the shipped model).
+    A single-species tungsten model without any phase recorded is taken as BCC (the first shipped model).
     """
+    if label is not None:
+        return Reference(label) if label in PHASES else Reference()
+    if model.conditioning.labels:
+        return Reference()  # an unconditional sample of a multi-phase model: no single reference
     meta = model.metadata or {}
     data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
     phase = meta.get("phase") or data.get("phase")
@@ -192,17 +197,29 @@ class GenerationSettings(param.Parameterized):
     resample = param.Integer(default=1, bounds=(1, 4), doc="Repeat each step with re-noising (heals defects).")
     sampler = param.Selector(default="ddpm", objects=sorted(SAMPLERS), doc="ddpm (ancestral) or ddim (deterministic).")
 
+    phase = param.Selector(
+        default=None, objects=[None], allow_None=True,
+        doc="Class of a phase-conditional model; None samples unconditionally (classifier-free).",
+    )
+    guidance_scale = param.Number(default=1.0, bounds=(0.0, 10.0), doc="Classifier-free guidance strength.")
+
+    def use_model(self, model: GCDModel | None) -> None:
+        """Offer the model's classes (phases) and pick the first."""
+        labels = list(model.conditioning.labels) if model is not None else []
+        self.param.phase.objects = [*labels, None] if labels else [None]
+        self.phase = labels[0] if labels else None
+
     def cell_lengths(self, model: GCDModel) -> tuple[float, float, float]:
-        """The requested cell (A): the model's training cell times the supercell multiple."""
-        cells = model.metadata.get("train_cells")
-        if not cells:
+        """The requested cell (A): the (class's) training cell times the supercell multiple."""
+        base = model.training_cell(self.phase)
+        if base is None:
             raise GCDError("this model records no training cell (metadata 'train_cells'), so it has no supercell")
-        return tuple(float(v) * self.supercell for v in cells[0])  # type: ignore[return-value]
+        return tuple(float(v) * self.supercell for v in base)  # type: ignore[return-value]
 
     def request(self, model: GCDModel) -> GenerationRequest:
         """The generation request these settings describe; the cell is checked against the network."""
         cell = self.cell_lengths(model)
-        grid_layout_for(model, cell)  # a cell the network cannot take fails here, before any thread starts
+        grid_layout_for(model, cell, self.phase)  # a cell the network cannot take fails here, before any thread
         return GenerationRequest(
             cell_lengths=cell,
             num_samples=self.num_samples,
@@ -210,6 +227,8 @@ class GenerationSettings(param.Parameterized):
             sampler=self.sampler,
             resample=self.resample,
             seed=self.seed,
+            label=self.phase,
+            guidance_scale=self.guidance_scale,
         )
 
 
@@ -243,7 +262,9 @@ class GenerationRun(param.Parameterized):
         super().__init__(**params)
         self.model = model
         self.settings = settings
-        self.reference = reference_of(model) if model is not None else Reference()
+        settings.use_model(model)
+        self.reference = Reference()
+        self._grid = model.grid if model is not None else None  # the grid of the run's class
         self._dispatch: Dispatch = dispatch or _call_now
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
@@ -272,6 +293,8 @@ class GenerationRun(param.Parameterized):
         except GCDError as exc:
             self.param.update(status="error", error=str(exc))
             return None
+        self.reference = reference_of(self.model, request.label)
+        self._grid = self.model.grid_for(request.label)
         self.param.update(
             status="running",
             step=0,
@@ -382,8 +405,8 @@ class GenerationRun(param.Parameterized):
     def _density(self, x0: torch.Tensor, sample: int) -> np.ndarray:
         sample = min(max(sample, 0), x0.shape[0] - 1)
         self._shown_sample = sample
-        data = self.model.grid.to_data_space(x0[sample].float())
-        return density_view(data, self.model.grid, upsample=DENSITY_UPSAMPLE)
+        data = self._grid.to_data_space(x0[sample].float())
+        return density_view(data, self._grid, upsample=DENSITY_UPSAMPLE)
 
     def _publish(self, **updates: Any) -> None:
         """Hand updates to the event loop, coalescing: while one hand-over waits, newer values replace older."""
@@ -415,5 +438,5 @@ class GenerationRun(param.Parameterized):
         """Edge (A) of one density-view voxel along each axis, for the volume viewer's spacing."""
         if self.model is None or self.cell_lengths is None:
             return None
-        layout = self.model.grid.layout(self.cell_lengths, warn=False)
+        layout = self._grid.layout(self.cell_lengths, warn=False)
         return tuple(e / DENSITY_UPSAMPLE for e in layout.voxel_edges)  # type: ignore[return-value]

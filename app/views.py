@@ -23,6 +23,7 @@ from app.state import (
     export_cif,
     ideal_count,
     load_model,
+    reference_of,
     resolve_checkpoint,
 )
 from gcd_core.device import resolve_device
@@ -83,12 +84,23 @@ class SettingsPanel(pn.viewable.Viewer):
         self.seed = pn.widgets.IntInput.from_param(settings.param.seed, label="Seed")
         self.sampler = pn.widgets.RadioButtonGroup.from_param(settings.param.sampler, label="Sampler")
         self.resample = pn.widgets.IntSlider.from_param(settings.param.resample, label="Resample (heals defects)")
+        labels = [v for v in settings.param.phase.objects if v is not None]
+        self.phase = pn.widgets.Select(
+            label="Phase",
+            options={**{label: label for label in labels}, "any (unconditional)": None},
+            value=settings.phase,
+            visible=bool(labels),
+        )
+        self.phase.link(settings, value="phase")
+        self.guidance = pn.widgets.FloatSlider.from_param(
+            settings.param.guidance_scale, label="Guidance strength (phase)", step=0.5, visible=bool(labels)
+        )
         self.generate_button = pn.widgets.Button(label="▶ Generate", color="primary")
         self.cancel_button = pn.widgets.Button(label="■ Cancel", color="warning")
         self.cell_info = pn.pane.Markdown(sizing_mode="stretch_width")
         self.generate_button.on_click(self._on_generate)
         self.cancel_button.on_click(self._on_cancel)
-        settings.param.watch(self._update_cell_info, ["supercell"])
+        settings.param.watch(self._update_cell_info, ["supercell", "phase"])
         run.param.watch(self._update_buttons, ["status", "cancel_requested"])
         self._update_cell_info()
         self._update_buttons()
@@ -121,22 +133,26 @@ class SettingsPanel(pn.viewable.Viewer):
         except GCDError as exc:
             self.cell_info.object = f"⚠ {exc}"
             return
-        shape = model.grid.layout(cell, warn=False).shape
+        phase = self.run.settings.phase
+        shape = model.grid_for(phase).layout(cell, warn=False).shape
         text = f"cell {' × '.join(f'{v:.2f}' for v in cell)} Å, grid {' × '.join(map(str, shape))} voxels"
-        ideal = ideal_count(self.run.reference, cell)
+        reference = reference_of(model, phase)
+        ideal = ideal_count(reference, cell)
         if ideal is not None:
-            text += f"; ideal {self.run.reference.phase}: {ideal:g} atoms"
+            text += f"; ideal {reference.phase}: {ideal:g} atoms"
         self.cell_info.object = text
 
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column(
             "### Generation",
+            self.phase,
             self.supercell,
             self.cell_info,
             self.num_samples,
             self.steps,
             self.sampler,
             self.resample,
+            self.guidance,
             self.seed,
             pn.Row(self.generate_button, self.cancel_button),
             sizing_mode="stretch_width",
@@ -370,10 +386,14 @@ class Dashboard(pn.viewable.Viewer):
         """Checkpoint, species, training cell and device, for the sidebar."""
         lines = [f"**Checkpoint**: `{self.checkpoint.name}`", f"**Device**: {self.device}"]
         if self.model is not None:
-            cells = self.model.metadata.get("train_cells") or []
-            lines.append(f"**Species**: {', '.join(self.model.grid.species)} ({self.model.grid.encoding})")
-            if cells:
-                lines.append(f"**Training cell**: {' × '.join(f'{v:.2f}' for v in cells[0])} Å")
+            labels = self.model.conditioning.labels
+            if labels:
+                lines.append(f"**Classes**: {', '.join(labels)}")
+            else:
+                lines.append(f"**Species**: {', '.join(self.model.grid.species)} ({self.model.grid.encoding})")
+                cell = self.model.training_cell()
+                if cell:
+                    lines.append(f"**Training cell**: {' × '.join(f'{v:.2f}' for v in cell)} Å")
         return pn.pane.Markdown("  \n".join(lines), sizing_mode="stretch_width")
 
     def __panel__(self) -> pn.viewable.Viewable:

@@ -1,19 +1,25 @@
 """How often does a crystal model regenerate a perfect crystal from noise, at its training cell and larger?
 
 For each phase the model knows (its class labels, or the phase its metadata records) and each cell size
-(multiples of the training cell edge), generates samples and judges each one with
+(multiples of that phase's training cell edge), generates samples and judges each one with
 ``gcd_core.physics.judge_phase``: perfect = ideal atom count, the phase's spglib space group and every atom of
-the phase's type. Prints one markdown table.
+the phase's type. With ``--baselines DIR`` the fixed-count point-cloud BASELINE (one checkpoint per phase,
+``DIR/<phase>/pointcloud_baseline.pt``, from ``benchmarks/train_pointcloud_phases.py``) is sampled in the same
+cells with the ideal atom count and judged the same way. Jobs run in ``--workers`` processes of one torch thread
+each; seconds per sample are per thread. Prints one markdown table.
 
-    python benchmarks/crystal_success.py assets/crystal_bcc_W.pt --sizes 1 2 --samples 50 20
+    python benchmarks/crystal_success.py assets/crystal_phases.pt --baselines runs/baselines \\
+        --sizes 1 2 3 --samples 50 20 --workers 2
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +29,17 @@ from gcd_core.generate import GenerationRequest, generate
 from gcd_core.model import GCDModel
 from gcd_core.physics import judge_phase
 from gcd_core.representation import GridStretchWarning
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: str  # "voxel" or "baseline"
+    phase: str
+    label: str | None
+    size: int
+    cell: tuple[float, float, float]
+    start: int
+    count: int
 
 
 def model_phases(model: GCDModel) -> list[tuple[str, str | None]]:
@@ -35,65 +52,131 @@ def model_phases(model: GCDModel) -> list[tuple[str, str | None]]:
     return [(phase, None)]
 
 
+_MODELS: dict[str, object] = {}
+
+
+def _load(key: str, loader) -> object:  # one copy per worker process
+    if key not in _MODELS:
+        _MODELS[key] = loader()
+    return _MODELS[key]
+
+
+def run_job(job: Job, args: argparse.Namespace) -> tuple[Job, list[dict], float]:
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore", GridStretchWarning)
+    began = time.perf_counter()
+    if job.kind == "voxel":
+        model = _load("voxel", lambda: GCDModel.load(args.checkpoint, device="cpu"))
+        request = GenerationRequest(
+            job.cell,
+            num_samples=job.count,
+            steps=args.steps,
+            sampler=args.sampler,
+            resample=args.resample,
+            seed=args.seed + job.start,
+            label=job.label,
+        )
+        structures = generate(model, request)  # type: ignore[arg-type]
+    else:
+        from gcd_core.baselines import PointCloudBaseline
+        from gcd_core.data.crystals import ideal_atom_count
+
+        path = args.baselines / job.phase / "pointcloud_baseline.pt"
+        baseline = _load(f"baseline-{job.phase}", lambda: PointCloudBaseline.load(path, device="cpu"))
+        structures = baseline.sample(  # type: ignore[attr-defined]
+            job.cell,
+            round(ideal_atom_count(job.phase, job.cell)),
+            num_samples=job.count,
+            steps=args.baseline_steps,
+            restarts=args.baseline_restarts,
+            seed=args.seed + 1000 + job.start,
+        )
+    seconds = time.perf_counter() - began
+    verdicts = []
+    for atoms in structures:
+        v = judge_phase(atoms, job.phase)
+        error = abs(v.n_atoms - v.ideal_atoms)
+        verdicts.append({"perfect": v.perfect, "count_error": error, "fraction": v.target_fraction})
+    return job, verdicts, seconds
+
+
+def _run_job_star(packed: tuple[Job, argparse.Namespace]) -> tuple[Job, list[dict], float]:
+    return run_job(*packed)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 3], help="multiples of the training edge")
     parser.add_argument("--samples", type=int, nargs="+", default=[50, 20], help="per size; the last repeats")
-    parser.add_argument("--batch", type=int, default=16, help="samples generated together")
+    parser.add_argument("--phases", nargs="+", help="only these phases (default: all the model knows)")
+    parser.add_argument("--batch", type=int, default=10, help="samples generated together (one job)")
     parser.add_argument("--steps", type=int, default=200, help="sampler steps")
     parser.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddpm")
     parser.add_argument("--resample", type=int, default=1, help="repeat each step with re-noising")
+    parser.add_argument("--baselines", type=Path, help="directory of per-phase point-cloud baseline checkpoints")
+    parser.add_argument("--baseline-steps", type=int, default=64, help="baseline Euler-Maruyama steps")
+    parser.add_argument("--baseline-restarts", type=int, default=4, help="baseline restart rounds")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--workers", type=int, default=1, help="processes, one torch thread each")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    warnings.simplefilter("ignore", GridStretchWarning)
 
-    model = GCDModel.load(args.checkpoint, device=None if args.device == "auto" else args.device)
-    base_cell = np.array(model.metadata["train_cells"][0])
-    rows = []
-    for phase, label in model_phases(model):
+    model = GCDModel.load(args.checkpoint, device="cpu")
+    phases = [(p, label) for p, label in model_phases(model) if not args.phases or p in args.phases]
+    jobs = []
+    for phase, label in phases:
+        base_cell = np.array(model.training_cell(label))
         for n, size in enumerate(args.sizes):
             count = args.samples[min(n, len(args.samples) - 1)]
-            cell = tuple(base_cell * size)
-            verdicts, seconds = [], 0.0
-            for start in range(0, count, args.batch):
-                request = GenerationRequest(
-                    cell,
-                    num_samples=min(args.batch, count - start),
-                    steps=args.steps,
-                    sampler=args.sampler,
-                    resample=args.resample,
-                    seed=args.seed + start,
-                    label=label,
-                )
-                began = time.perf_counter()
-                structures = generate(model, request)
-                seconds += time.perf_counter() - began
-                verdicts += [judge_phase(a, phase) for a in structures]
-            perfect = sum(v.perfect for v in verdicts)
-            rows.append(
-                {
-                    "phase": phase,
-                    "size": f"{size}x",
-                    "cell (A)": "x".join(f"{v:.2f}" for v in cell),
-                    "perfect": f"{perfect}/{count} ({100 * perfect / count:.0f} %)",
-                    "mean |count error|": np.mean([abs(v.n_atoms - v.ideal_atoms) for v in verdicts]),
-                    "mean phase fraction": np.mean([v.target_fraction for v in verdicts]),
-                    "s/sample": seconds / count,
-                }
-            )
-            print(rows[-1], file=sys.stderr, flush=True)
-    header = list(rows[0])
+            cell = tuple(float(v) for v in base_cell * size)
+            kinds = ["voxel"] + (["baseline"] if args.baselines else [])
+            for kind in kinds:
+                for start in range(0, count, args.batch):
+                    jobs.append(Job(kind, phase, label, size, cell, start, min(args.batch, count - start)))
+    jobs.sort(key=lambda j: -np.prod(j.cell) * j.count)  # largest first balances the workers
+    results: dict[tuple[str, str, int], list] = {}
+    started = time.perf_counter()
+    if args.workers > 1:
+        with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
+            outputs = pool.imap_unordered(_run_job_star, [(job, args) for job in jobs])
+            for job, verdicts, seconds in outputs:
+                results.setdefault((job.kind, job.phase, job.size), []).append((verdicts, seconds))
+                print(f"done {job} in {seconds:.1f} s", file=sys.stderr, flush=True)
+    else:
+        for job in jobs:
+            _, verdicts, seconds = run_job(job, args)
+            results.setdefault((job.kind, job.phase, job.size), []).append((verdicts, seconds))
+            print(f"done {job} in {seconds:.1f} s", file=sys.stderr, flush=True)
+
+    header = ["phase", "size", "cell (A)", "voxel: perfect", "voxel: mean abs. count error", "voxel: s/sample"]
+    if args.baselines:
+        header += ["baseline: perfect", "baseline: mean phase fraction", "baseline: s/sample"]
     sampling = f"{args.sampler.upper()} {args.steps} steps x resample {args.resample}"
-    print(f"Model {args.checkpoint} ({model.device}), {sampling}, seed {args.seed}\n")
+    print(f"Model {args.checkpoint}: {sampling}, seed {args.seed}; {args.workers} worker(s) x 1 thread")
+    if args.baselines:
+        print(
+            f"Baseline {args.baselines}/<phase>: {args.baseline_steps} Euler-Maruyama steps + "
+            f"{args.baseline_restarts} restarts, the ideal atom count imposed"
+        )
+    print(f"Wall time {time.perf_counter() - started:.0f} s\n")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for row in rows:
-        print("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+    for phase, label in phases:
+        base_cell = np.array(model.training_cell(label))
+        for size in args.sizes:
+            row = [phase, f"{size}x", "x".join(f"{v:.2f}" for v in base_cell * size)]
+            for kind in ["voxel"] + (["baseline"] if args.baselines else []):
+                parts = results[(kind, phase, size)]
+                verdicts = [v for chunk, _ in parts for v in chunk]
+                seconds = sum(s for _, s in parts) / len(verdicts)
+                perfect = sum(v["perfect"] for v in verdicts)
+                row.append(f"{perfect}/{len(verdicts)} ({100 * perfect / len(verdicts):.0f} %)")
+                if kind == "voxel":
+                    row.append(f"{np.mean([v['count_error'] for v in verdicts]):.3g}")
+                else:
+                    row.append(f"{np.mean([v['fraction'] for v in verdicts]):.3g}")
+                row.append(f"{seconds:.3g}")
+            print("| " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":

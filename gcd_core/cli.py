@@ -125,17 +125,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source.add_argument(
         "--crystal",
+        nargs="+",
         choices=sorted(PHASES),
         metavar="PHASE",
-        help=f"train on one ideal crystal: {', '.join(sorted(PHASES))}",
+        help=f"train on ideal crystals: {', '.join(sorted(PHASES))}; several phases make a phase-conditional "
+        "model (classifier-free), each phase on its own voxel grid unless --voxel-size is given",
     )
     data.add_argument(
         "--supercell",
         nargs="+",
         type=_positive_int,
-        default=[2],
         metavar="N",
-        help="crystal supercell: N or NX NY NZ conventional cells",
+        help="crystal supercell: N or NX NY NZ conventional cells (default: each phase's 8^3-voxel training cell)",
+    )
+    data.add_argument(
+        "--cell-multiples",
+        nargs="+",
+        type=_positive_int,
+        default=[1],
+        metavar="M",
+        help="crystal cells M times the supercell along every edge (several sizes train one model)",
     )
     data.add_argument("--element", help="crystal element (default: the phase's own)")
     data.add_argument("--a", type=_positive_float, help="crystal lattice constant a (A)")
@@ -147,7 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     grid = p.add_argument_group("voxel grid")
-    grid.add_argument("--voxel-size", type=_positive_float, required=True, metavar="A", help="voxel edge (A)")
+    grid.add_argument(
+        "--voxel-size", type=_positive_float, metavar="A", help="voxel edge (A); required unless --crystal"
+    )
     grid.add_argument("--encoding", choices=ENCODINGS, default="sharp", help="occupancy encoding")
     grid.add_argument("--blob-sigma", type=_positive_float, default=1.0, metavar="S", help="smooth blob width (voxels)")
     grid.add_argument(
@@ -176,7 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="total steps, counting those of a resumed checkpoint",
     )
-    opt.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size, metavar="N", help="per process")
+    opt.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=defaults.batch_size,
+        metavar="N",
+        help="per process, for the smallest grid (larger grids take proportionally fewer structures)",
+    )
     opt.add_argument("--lr", type=_positive_float, default=defaults.lr, help="peak learning rate (AdamW)")
     opt.add_argument(
         "--warmup-steps", type=_positive_int, default=defaults.warmup_steps, metavar="N", help="linear lr warm-up"
@@ -271,24 +288,38 @@ def _cells(structures: Sequence[Any]) -> list[list[float]]:
     return [list(c) for c in sorted({tuple(round(v, 6) for v in cell_lengths_of(a)) for a in structures})]
 
 
-def _load_training_data(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
-    """The training structures and a JSON description of where they came from."""
-    if args.crystal:
-        from gcd_core.data.crystals import crystal
+def _three(values: Sequence[int]) -> tuple[int, int, int]:
+    return tuple(values) * 3 if len(values) == 1 else tuple(values)  # type: ignore[return-value]
 
-        if len(args.supercell) not in (1, 3):
+
+def _load_training_data(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
+    """The training structures and a JSON description of where they came from (crystals: atoms.info["phase"])."""
+    if args.crystal:
+        from gcd_core.data.crystals import crystal, training_supercell
+
+        phases = list(dict.fromkeys(args.crystal))
+        if len(phases) > 1 and (args.a or args.c or args.element):
+            raise GCDError("--element, --a and --c set one phase's crystal; train several phases with their defaults")
+        if args.supercell is not None and len(args.supercell) not in (1, 3):
             raise GCDError(f"--supercell takes 1 or 3 integers, got {len(args.supercell)}")
-        reps = args.supercell[0] if len(args.supercell) == 1 else tuple(args.supercell)
-        atoms = crystal(args.crystal, reps, element=args.element, a=args.a, c=args.c)
+        structures, cells = [], {}
+        for phase in phases:
+            base = training_supercell(phase) if args.supercell is None else _three(args.supercell)
+            for multiple in args.cell_multiples:
+                reps = tuple(n * multiple for n in base)
+                structures.append(crystal(phase, reps, element=args.element, a=args.a, c=args.c))
+            cells[phase] = [float(v) for v in crystal(phase, base, a=args.a, c=args.c).cell.lengths()]
         description = {
             "source": "crystal",
-            "phase": args.crystal,
-            "supercell": list(args.supercell),
-            "element": args.element or atoms.get_chemical_symbols()[0],
+            "phase": phases[0] if len(phases) == 1 else None,
+            "phases": phases,
+            "supercell": args.supercell,
+            "cell_multiples": list(args.cell_multiples),
+            "element": args.element,
             "a": args.a,
             "c": args.c,
+            "label_cells": cells,
         }
-        structures = [atoms]
     else:
         from gcd_core.io import read_structures
 
@@ -302,6 +333,26 @@ def _load_training_data(args: argparse.Namespace) -> tuple[list[Any], dict[str, 
     description["num_atoms"] = int(sum(len(a) for a in structures))
     description["cells"] = _cells(structures)
     return structures, description
+
+
+def _grids(args: argparse.Namespace, structures: Sequence[Any], data: dict[str, Any]) -> tuple[Any, dict[str, dict]]:
+    """The model's voxel grid and, for crystals on their own voxels, each phase's grid options."""
+    from gcd_core.data.crystals import phase_voxel_size
+    from gcd_core.representation.grid import VoxelGrid
+
+    options = {"encoding": args.encoding, "blob_sigma": args.blob_sigma}
+    if not args.crystal:
+        if args.voxel_size is None:
+            raise GCDError("--voxel-size is required when training on --structures")
+        species = args.species or sorted({s for a in structures for s in a.get_chemical_symbols()})
+        return VoxelGrid(tuple(species), args.voxel_size, **options), {}
+    label_grids = {}
+    for phase in data["phases"]:
+        element = next(a for a in structures if a.info["phase"] == phase).get_chemical_symbols()[0]
+        size = args.voxel_size or list(phase_voxel_size(phase, a=args.a, c=args.c))
+        label_grids[phase] = {"voxel_size": size, "species": [element]}
+    first = label_grids[data["phases"][0]]
+    return VoxelGrid(tuple(first["species"]), first["voxel_size"], **options), label_grids
 
 
 def _labels(structures: Sequence[Any], key: str) -> tuple[list[str], list[int]]:
@@ -329,17 +380,18 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from gcd_core.diffusion.schedules import schedule_from_config
     from gcd_core.model import Conditioning, GCDModel
     from gcd_core.nn.unet import UNet3D
-    from gcd_core.representation.grid import VoxelGrid
     from gcd_core.training import TrainConfig, VoxelDataset, init_distributed, train
 
     structures, data = _load_training_data(args)
-    species = args.species or sorted({s for a in structures for s in a.get_chemical_symbols()})
-    grid = VoxelGrid(tuple(species), args.voxel_size, encoding=args.encoding, blob_sigma=args.blob_sigma)
-    conditioning, labels = Conditioning(), None
-    if args.labels_from_info:
-        classes, labels = _labels(structures, args.labels_from_info)
-        conditioning = Conditioning(labels=classes)
-        data["labels_from_info"] = args.labels_from_info
+    grid, label_grids = _grids(args, structures, data)
+    conditioning, labels, structure_grids = Conditioning(), None, None
+    label_key = args.labels_from_info or ("phase" if args.crystal and len(data["phases"]) > 1 else None)
+    if label_key:
+        classes, labels = _labels(structures, label_key)
+        conditioning = Conditioning(labels=classes, label_grids={c: label_grids[c] for c in classes if label_grids})
+        data["labels_from_info"] = label_key
+    if args.crystal:
+        structure_grids = [grid.with_options(**label_grids[a.info["phase"]]) for a in structures]
     torch.manual_seed(args.seed)  # the same command builds the same initial weights
     net = UNet3D(
         in_channels=grid.n_channels,
@@ -350,7 +402,9 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         num_classes=len(conditioning.labels),
     )
     model = GCDModel(net, grid, schedule_from_config(args.schedule), args.prediction, conditioning)
-    dataset = VoxelDataset(structures, grid, labels=labels, stride=net.stride)
+    dataset = VoxelDataset(
+        structures, grid, labels=labels, stride=net.stride, structure_grids=structure_grids, equal_voxels=True
+    )
     config = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -415,13 +469,12 @@ def _requested_cell(args: argparse.Namespace, model: Any) -> tuple[float, float,
         if not all(np.isfinite(v) and v > 0 for v in cell):
             raise GCDError(f"--cell needs three positive lengths (A), got {list(args.cell)}")
         return cell  # type: ignore[return-value]
-    cells = model.metadata.get("train_cells")
-    if not cells:
+    base = model.training_cell(args.label)
+    if base is None:
         raise GCDError("this model records no training cell, so --supercell has nothing to multiply; use --cell")
     if len(args.supercell) not in (1, 3):
         raise GCDError(f"--supercell takes 1 or 3 integers, got {len(args.supercell)}")
-    reps = args.supercell * 3 if len(args.supercell) == 1 else args.supercell
-    return tuple(float(c) * n for c, n in zip(cells[0], reps, strict=True))  # type: ignore[return-value]
+    return tuple(float(c) * n for c, n in zip(base, _three(args.supercell), strict=True))  # type: ignore[return-value]
 
 
 def cmd_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -444,7 +497,7 @@ def cmd_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     # Check the cell first (errors before any sampling) and report the voxel stretch once, not per call.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", GridStretchWarning)
-        layout = grid_layout_for(model, cell)
+        layout = grid_layout_for(model, cell, args.label)
     for warning in caught:
         print(f"{PROG}: warning: {warning.message}", file=sys.stderr)
     model.conditioning_tensors(1, args.label)  # a bad or unexpected label fails here, before sampling
@@ -539,6 +592,9 @@ def _format_description(info: dict[str, Any]) -> str:
     if cond.get("scalars"):
         parts.append(f"scalars {cond['scalars']}")
     lines.append(f"conditioning:   {'; '.join(parts) if parts else 'none'}")
+    for name, spec in (cond.get("label_grids") or {}).items():
+        edges = np.round(np.broadcast_to(spec.get("voxel_size", grid["voxel_size"]), 3), 5).tolist()
+        lines.append(f"  {name:13s} {', '.join(spec.get('species', grid['species']))} on {edges} A voxels")
     lines.append("training:")
     steps = info.get("step", meta.get("steps"))
     rows = [
@@ -557,7 +613,8 @@ def _format_description(info: dict[str, Any]) -> str:
     data = meta.get("data")
     if isinstance(data, dict):
         if data.get("source") == "crystal":
-            text = f"crystal {data.get('phase')} ({data.get('element')}) supercell {data.get('supercell')}"
+            phases = ", ".join(data.get("phases") or [str(data.get("phase"))])
+            text = f"crystal {phases}, supercell {data.get('supercell') or 'per phase'} x {data.get('cell_multiples', [1])}"
         else:
             text = f"files {data.get('files')}"
         rows.append(("data", f"{text}, {data.get('num_structures')} structure(s)"))

@@ -45,13 +45,17 @@ class GenerationRequest:
             raise GCDError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
 
 
-def grid_layout_for(model: GCDModel, cell_lengths: Sequence[float]) -> GridLayout:
-    """The grid for a cell, checked against the network's stride (grids must halve cleanly at each level)."""
-    layout = model.grid.layout(cell_lengths)
+def grid_layout_for(model: GCDModel, cell_lengths: Sequence[float], label: str | int | None = None) -> GridLayout:
+    """The grid for a cell (of class ``label``), checked against the network's stride (grids must halve
+    cleanly at each level)."""
+    grid = model.grid_for(label)
+    layout = grid.layout(cell_lengths)
     stride = model.net.stride
     bad = [n for n in layout.shape if n % stride]
     if bad:
-        nearest = [max(stride, round(n / stride) * stride) * model.grid.voxel_size for n in layout.shape]
+        nearest = [
+            max(stride, round(n / stride) * stride) * h for n, h in zip(layout.shape, grid.nominal_edges, strict=True)
+        ]
         raise GCDError(
             f"cell {list(cell_lengths)} A gives a {layout.shape} grid, but this model needs voxel counts that are "
             f"multiples of {stride}; the nearest such cell is {[round(v, 3) for v in nearest]} A"
@@ -64,7 +68,7 @@ def generate_frames(
 ) -> Iterator[Frame]:
     """Run the sampler, yielding a frame (model-space grids) after every step."""
     request.validate()
-    layout = grid_layout_for(model, request.cell_lengths)
+    layout = grid_layout_for(model, request.cell_lengths, request.label)
     device = model.device
     generator = make_generator(request.seed, device)
     shape = (request.num_samples, model.grid.n_channels, *layout.shape)
@@ -82,8 +86,9 @@ def generate_frames(
 
 def decode_frame(model: GCDModel, frame: Frame, request: GenerationRequest) -> list[Atoms]:
     """Structures of a frame's clean prediction."""
-    data = model.grid.to_data_space(frame.x0.float())
-    return model.grid.decode(data, request.cell_lengths, merge_distance=request.merge_distance)
+    grid = model.grid_for(request.label)
+    data = grid.to_data_space(frame.x0.float())
+    return grid.decode(data, request.cell_lengths, merge_distance=request.merge_distance)
 
 
 def generate(

@@ -39,6 +39,10 @@ class Conditioning:
     vector_dim: int = 0
     vector_name: str = ""
     scalars: list[str] = field(default_factory=list)
+    # Per label, grid options that differ from the model's grid ({"voxel_size": ..., "species": [...]}).
+    # The network works in voxel units, so classes of different scale and element (crystals with different
+    # lattice constants) share one network, each on voxels that fit its own lattice.
+    label_grids: dict[str, dict] = field(default_factory=dict)
 
     def to_config(self) -> dict:
         return {
@@ -46,6 +50,7 @@ class Conditioning:
             "vector_dim": self.vector_dim,
             "vector_name": self.vector_name,
             "scalars": list(self.scalars),
+            "label_grids": {name: dict(spec) for name, spec in self.label_grids.items()},
         }
 
     @classmethod
@@ -80,6 +85,21 @@ class GCDModel:
             raise GCDError(
                 f"network takes {self.net.config['in_channels']} channels, the grid has {self.grid.n_channels}"
             )
+        for name in self.conditioning.label_grids:
+            if name not in self.conditioning.labels:
+                raise GCDError(f"label_grids names {name!r}, which is not one of the labels {self.conditioning.labels}")
+            if self.grid_for(name).n_channels != self.grid.n_channels:
+                raise GCDError(f"the grid of label {name!r} has a different number of species than the model's")
+
+    def grid_for(self, label: str | int | None) -> VoxelGrid:
+        """The voxel grid of one class (its own voxel edge and species if it has them), else the model's."""
+        if label is None:
+            return self.grid
+        if not self.conditioning.labels:
+            raise GCDError("this model was not trained with class labels; leave the label out")
+        name = self.conditioning.labels[self.conditioning.label_index(label)]
+        spec = self.conditioning.label_grids.get(name)
+        return self.grid.with_options(**spec) if spec else self.grid
 
     @property
     def device(self) -> torch.device:
@@ -139,6 +159,16 @@ class GCDModel:
             values = torch.tensor([float(scalars[name]) for name in cond.scalars], device=device)
             out["scalars"] = values.expand(batch, -1)
         return out
+
+    def training_cell(self, label: str | int | None = None) -> tuple[float, float, float] | None:
+        """The cell (A) the model (or class ``label``) was trained on, from its metadata; None if unrecorded."""
+        if label is not None:
+            name = self.conditioning.labels[self.conditioning.label_index(label)]
+            cell = self.metadata.get("data", {}).get("label_cells", {}).get(name)
+            if cell:
+                return tuple(float(v) for v in cell)  # type: ignore[return-value]
+        cells = self.metadata.get("train_cells")
+        return tuple(float(v) for v in cells[0]) if cells else None  # type: ignore[return-value]
 
     def denoiser(self, conditioning: dict[str, torch.Tensor] | None = None, **kwargs: Any) -> Denoiser:
         return Denoiser(self.net, self.schedule, self.prediction, conditioning, **kwargs)

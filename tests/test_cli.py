@@ -269,6 +269,28 @@ def test_generate_with_label(labelled: Path, tmp_path: Path, capsys: pytest.Capt
     assert "unknown label 'up'" in message and "right" in message
 
 
+def test_phase_conditional_crystals_each_on_their_own_voxels(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "phases"
+    argv = ["train", str(out), "--crystal", "bcc", "hcp", "--cell-multiples", "1", "2", "--base-channels", "8"]
+    assert main([*argv, "--batch-size", "8", "--steps", "2"]) == 0
+    checkpoint = str(out / "model.pt")
+    capsys.readouterr()
+    assert main(["inspect", checkpoint]) == 0
+    text = capsys.readouterr().out
+    assert "labels ['bcc', 'hcp']" in text and "Mg on [0.8025, 0.69499, 0.65125] A voxels" in text
+    metadata = json.loads((out / "model.json").read_text())
+    assert metadata["data"]["label_cells"]["hcp"] == pytest.approx([6.42, 5.55988, 5.21], abs=1e-5)
+    assert len(metadata["train_cells"]) == 4  # two phases x two sizes
+    sample = tmp_path / "hcp.extxyz"
+    generate = ["generate", checkpoint, "--label", "hcp", "--supercell", "2", "--steps", "2", "--out", str(sample)]
+    assert main([*generate, "--merge-distance", "2.0", "--one-file"]) == 0
+    atoms = ase.io.read(sample)
+    assert np.allclose(atoms.cell.lengths(), (12.84, 11.11977, 10.42), atol=1e-4)
+    assert set(atoms.get_chemical_symbols()) <= {"Mg"}
+
+
 # ----------------------------------------------------------------------------------------------- errors
 def test_error_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     message = _error(
@@ -338,7 +360,10 @@ def test_error_training_inputs(tmp_path: Path, capsys: pytest.CaptureFixture) ->
         capsys, ["train", out, "--structures", str(tmp_path / "x.cif"), "--voxel-size", "0.5"]
     )
     assert "positive" in _error(capsys, ["train", out, *TINY, "--steps", "-3"])
-    assert "required" in _error(capsys, ["train", out, "--crystal", "bcc"])
+    data = tmp_path / "w.extxyz"
+    ase.io.write(data, crystal("bcc", 2))
+    assert "--voxel-size is required" in _error(capsys, ["train", out, "--structures", str(data)])
+    assert "--element, --a and --c" in _error(capsys, ["train", out, "--crystal", "bcc", "fcc", "--a", "3"])
     assert "COMMAND" in _error(capsys, [])
     assert not (tmp_path / "m").exists()
 

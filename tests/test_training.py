@@ -123,3 +123,57 @@ def test_generation_rejects_cells_the_network_cannot_tile():
         generate(tiny_model(labels=("bcc",)), GenerationRequest((6.33,) * 3, steps=2, label="fcc"))
     with pytest.raises(GCDError, match="not trained with class labels"):
         generate(tiny_model(), GenerationRequest((6.33,) * 3, steps=2, label="bcc"))
+
+
+def test_classes_on_their_own_voxels_train_and_generate_in_their_own_units():
+    """A phase-conditional model: each class has its own voxel edge (HCP anisotropic) and element."""
+    from gcd_core.data.crystals import phase_voxel_size, training_supercell
+
+    phases = ["bcc", "hcp", "diamond"]
+    label_grids = {p: {"voxel_size": list(phase_voxel_size(p)), "species": [crystal(p, 1)[0].symbol]} for p in phases}
+    torch.manual_seed(0)
+    grid = VoxelGrid(("W",), VOXEL)
+    net = UNet3D(in_channels=4, out_channels=4, base_channels=8, num_classes=len(phases))
+    model = GCDModel(net, grid, CosineSchedule(), "x0", Conditioning(labels=phases, label_grids=label_grids))
+    assert model.grid_for("hcp").nominal_edges == pytest.approx((0.8025, 0.69499, 0.65125), abs=1e-5)
+    assert model.grid_for("diamond").species == ("C",) and model.grid_for(None) is grid
+
+    structures = [crystal(p, training_supercell(p, m)) for p in phases for m in (1, 2)]
+    grids = [model.grid_for(a.info["phase"]) for a in structures]
+    data = VoxelDataset(
+        structures, grid, labels=[phases.index(a.info["phase"]) for a in structures], stride=4,
+        structure_grids=grids, equal_voxels=True,
+    )
+    assert set(data.buckets) == {(8, 8, 8), (16, 16, 16)}  # every phase on 8^3 and 16^3 voxels
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        x, cond = data.batch(8, rng)
+        assert x.shape[0] == (8 if x.shape[2] == 8 else 1)  # equal voxels per batch
+        if x.shape[2] == 8:  # atoms in the 1x cells of bcc, hcp, diamond: 16, 8, 8
+            counts = x[:, 0].sum(dim=(1, 2, 3)).tolist()
+            assert counts == [(16, 8, 8)[label] for label in cond["label"].tolist()]
+
+    # generation lays the requested cell on the class's voxels and decodes with its element
+    request = GenerationRequest(tuple(crystal("hcp", (4, 2, 2)).cell.lengths()), steps=2, label="hcp")
+    out = generate(model, request)
+    assert set(out[0].get_chemical_symbols()) <= {"Mg"}
+    with pytest.raises(GCDError, match="label_grids names"):
+        GCDModel(net, grid, CosineSchedule(), "x0", Conditioning(labels=["bcc"], label_grids={"fcc": {}}))
+    # round trip through a checkpoint keeps the per-class grids
+    again = GCDModel.from_config(model.config())
+    assert again.grid_for("hcp") == model.grid_for("hcp")
+
+
+def test_anisotropic_voxels_round_trip_exactly():
+    from gcd_core.data.crystals import phase_voxel_size
+
+    atoms = crystal("hcp", (2, 1, 1), translation=(0.3, 0.2, 0.1))
+    grid = VoxelGrid(("Mg",), phase_voxel_size("hcp"))
+    assert grid.layout(atoms.cell.lengths()).shape == (8, 8, 8)
+    decoded = grid.decode(grid.encode([atoms]), atoms.cell.lengths())[0]
+    assert len(decoded) == len(atoms)
+    distances = decoded.positions[:, None] - atoms.positions[None]
+    assert np.abs(distances).sum(-1).min(axis=1).max() < 1e-5
+    with pytest.raises(GCDError, match="one edge or three"):
+        VoxelGrid(("Mg",), (0.8, 0.7))
+    assert VoxelGrid.from_config(grid.to_config()) == grid

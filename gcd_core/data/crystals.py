@@ -72,3 +72,40 @@ def ideal_atom_count(
     """Atoms the ideal crystal puts in a cell of these edges (a whole number for commensurate cells)."""
     cell = conventional_cell(phase, a=a, c=c)
     return float(len(cell) * np.prod(np.asarray(cell_lengths) / cell.cell.lengths()))
+
+
+# ------------------------------------------------------------------------------------- voxel grids per phase
+# Voxels per conventional cell and the training supercell, chosen so that every phase trains on an 8^3 grid
+# (small enough for CPU training) with voxel edges of 0.45-0.90 A, and no two atoms can share a voxel:
+# cubic phases get 4 voxels per edge (0.79-0.90 A); diamond 8 (0.446 A: at 4 its bonded neighbours sit exactly
+# one voxel edge apart on every axis, the collision limit), so its training cell is one conventional cell;
+# HCP's a x sqrt(3) a x c cell gets 4 x 8 x 8 (0.80 x 0.70 x 0.65 A) and a 2 x 1 x 1 training supercell.
+VOXELS_PER_CELL: dict[str, tuple[int, int, int]] = {
+    "sc": (4, 4, 4),
+    "bcc": (4, 4, 4),
+    "fcc": (4, 4, 4),
+    "hcp": (4, 8, 8),
+    "diamond": (8, 8, 8),
+}
+TRAINING_SUPERCELL: dict[str, tuple[int, int, int]] = {
+    "sc": (2, 2, 2),
+    "bcc": (2, 2, 2),
+    "fcc": (2, 2, 2),
+    "hcp": (2, 1, 1),
+    "diamond": (1, 1, 1),
+}
+
+
+def phase_voxel_size(phase: str, a: float | None = None, c: float | None = None) -> tuple[float, float, float]:
+    """The voxel edges (x, y, z in A) of ``phase``: its conventional cell over ``VOXELS_PER_CELL``."""
+    lengths = conventional_cell(phase, a=a, c=c).cell.lengths()
+    return tuple(float(v / n) for v, n in zip(lengths, VOXELS_PER_CELL[phase], strict=True))  # type: ignore
+
+
+def training_supercell(phase: str, multiple: int = 1) -> tuple[int, int, int]:
+    """The supercell of the phase's training cell, ``multiple`` times larger along every edge."""
+    if phase not in PHASES:
+        raise GCDError(f"unknown phase {phase!r}; choose one of {sorted(PHASES)}")
+    if multiple < 1:
+        raise GCDError(f"the cell multiple must be a positive integer, got {multiple}")
+    return tuple(n * multiple for n in TRAINING_SUPERCELL[phase])  # type: ignore[return-value]

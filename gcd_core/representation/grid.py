@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -77,7 +77,7 @@ class VoxelGrid:
     """The voxel representation of one model: species, voxel edge and occupancy encoding."""
 
     species: tuple[str, ...]
-    voxel_size: float
+    voxel_size: float | tuple[float, float, float]  # one edge, or one per axis (anisotropic voxels)
     encoding: str = "sharp"
     blob_sigma: float = 1.0  # smooth only, in voxels
     threshold: float = 0.5  # occupancy (data space) above which a voxel or a peak becomes an atom
@@ -91,7 +91,13 @@ class VoxelGrid:
             raise GCDError(f"species must be a non-empty list of distinct symbols, got {self.species}")
         if self.encoding not in ENCODINGS:
             raise GCDError(f"unknown occupancy encoding {self.encoding!r}; choose one of {ENCODINGS}")
-        if not self.voxel_size > 0:
+        if isinstance(self.voxel_size, Sequence):
+            if len(self.voxel_size) != 3:
+                raise GCDError(f"voxel_size must be one edge or three (x, y, z), got {list(self.voxel_size)}")
+            object.__setattr__(self, "voxel_size", tuple(float(v) for v in self.voxel_size))
+        else:
+            object.__setattr__(self, "voxel_size", float(self.voxel_size))
+        if not all(v > 0 for v in self.nominal_edges):
             raise GCDError(f"voxel_size must be positive, got {self.voxel_size}")
         if not 0 < self.threshold < 1:
             raise GCDError(f"threshold must lie in (0, 1), got {self.threshold}")
@@ -99,6 +105,12 @@ class VoxelGrid:
             raise GCDError(f"blob_sigma must lie in [0.3, 3] voxels, got {self.blob_sigma}")
 
     # ----------------------------------------------------------------------------------------------- layout
+    @property
+    def nominal_edges(self) -> tuple[float, float, float]:
+        """The voxel edge along x, y and z (A)."""
+        size = self.voxel_size
+        return size if isinstance(size, tuple) else (size, size, size)
+
     @property
     def n_species(self) -> int:
         return len(self.species)
@@ -122,9 +134,10 @@ class VoxelGrid:
         lengths = tuple(float(v) for v in cell_lengths)
         if len(lengths) != 3 or not all(v > 0 for v in lengths):
             raise GCDError(f"cell lengths must be three positive numbers, got {cell_lengths}")
-        shape = tuple(max(1, round(v / self.voxel_size)) for v in lengths)
+        nominal = self.nominal_edges
+        shape = tuple(max(1, round(v / h)) for v, h in zip(lengths, nominal, strict=True))
         edges = tuple(v / n for v, n in zip(lengths, shape, strict=True))
-        stretch = tuple(e / self.voxel_size - 1 for e in edges)
+        stretch = tuple(e / h - 1 for e, h in zip(edges, nominal, strict=True))
         layout = GridLayout(shape, lengths, edges, stretch)  # type: ignore[arg-type]
         if warn and layout.max_abs_stretch > 1e-6:
             warnings.warn(
@@ -321,11 +334,17 @@ class VoxelGrid:
     def to_config(self) -> dict:
         config = asdict(self)
         config["species"] = list(self.species)
+        if isinstance(self.voxel_size, tuple):
+            config["voxel_size"] = list(self.voxel_size)
         return config
 
     @classmethod
     def from_config(cls, config: dict) -> VoxelGrid:
         return cls(**{**config, "species": tuple(config["species"])})
+
+    def with_options(self, **changes: object) -> VoxelGrid:
+        """A copy with some fields changed (e.g. the voxel edge and species of one class of a model)."""
+        return replace(self, **changes)
 
 
 # --------------------------------------------------------------------------------------------------- helpers

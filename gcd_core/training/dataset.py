@@ -19,6 +19,11 @@ class VoxelDataset:
 
     Every batch holds structures of one grid shape (cells of several sizes train one fully convolutional
     model). Augmentation: a uniformly random continuous translation and a random symmetry of the grid.
+
+    ``structure_grids`` gives structures their own grid (a class's voxel edge and species, see
+    ``Conditioning.label_grids``); all must have the same channels. With ``equal_voxels`` a batch of a larger
+    grid holds proportionally fewer structures (``batch_size`` applies to the smallest grid), so every step
+    costs about the same whatever the cell.
     """
 
     def __init__(
@@ -30,13 +35,21 @@ class VoxelDataset:
         scalars: np.ndarray | Sequence[Sequence[float]] | None = None,
         augment: bool = True,
         stride: int = 1,
+        structure_grids: Sequence[VoxelGrid] | None = None,
+        equal_voxels: bool = False,
     ) -> None:
         self.structures = list(structures)
         if not self.structures:
             raise GCDError("the training set is empty")
         self.grid = grid
         self.augment = augment
+        self.equal_voxels = equal_voxels
         n = len(self.structures)
+        self.grids = [grid] * n if structure_grids is None else list(structure_grids)
+        if len(self.grids) != n:
+            raise GCDError(f"structure_grids has {len(self.grids)} entries for {n} structures")
+        if any(g.n_channels != grid.n_channels for g in self.grids):
+            raise GCDError("every structure's grid must have the model grid's channels")
         self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
         self.vectors = None if vectors is None else np.asarray(vectors, dtype=np.float32)
         self.scalars = None if scalars is None else np.asarray(scalars, dtype=np.float32)
@@ -47,7 +60,7 @@ class VoxelDataset:
         for index, atoms in enumerate(self.structures):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", GridStretchWarning)
-                layout = grid.layout(cell_lengths_of(atoms))
+                layout = self.grids[index].layout(cell_lengths_of(atoms))
             if any(v % stride for v in layout.shape):
                 raise GCDError(
                     f"structure {index} gives a {layout.shape} grid; the network needs multiples of {stride} "
@@ -64,6 +77,13 @@ class VoxelDataset:
         self._shapes = list(self.buckets)
         self._weights = np.array([len(self.buckets[s]) for s in self._shapes], dtype=np.float64)
         self._weights /= self._weights.sum()
+        self._smallest_voxels = min(int(np.prod(s)) for s in self._shapes)
+
+    def batch_size_for(self, shape: tuple[int, int, int], batch_size: int) -> int:
+        """Structures per batch of grids of ``shape`` (fewer for larger grids with ``equal_voxels``)."""
+        if not self.equal_voxels:
+            return batch_size
+        return max(1, round(batch_size * self._smallest_voxels / int(np.prod(shape))))
 
     def __len__(self) -> int:
         return len(self.structures)
@@ -75,19 +95,25 @@ class VoxelDataset:
     def batch(
         self, batch_size: int, rng: np.random.Generator, device: torch.device | str = "cpu"
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """A random batch: model-space grids ``[B, C, X, Y, Z]`` and the network's conditioning kwargs."""
+        """A random batch: data-space grids ``[B, C, X, Y, Z]`` and the network's conditioning kwargs."""
         shape = self._shapes[int(rng.choice(len(self._shapes), p=self._weights))]
         members = self.buckets[shape]
-        chosen = rng.choice(members, size=batch_size, replace=len(members) < batch_size)
+        size = self.batch_size_for(shape, batch_size)
+        chosen = rng.choice(members, size=size, replace=len(members) < size)
+        by_grid: dict[int, list[int]] = {}  # structures sharing a grid are encoded in one call
         augmented = []
-        for index in chosen:
-            atoms = self.structures[int(index)]
+        for position, index in enumerate(chosen):
+            atoms, grid = self.structures[int(index)], self.grids[int(index)]
             if self.augment:
-                atoms, _ = random_augment(atoms, self.grid, rng)
+                atoms, _ = random_augment(atoms, grid, rng)
             augmented.append(atoms)
+            by_grid.setdefault(id(grid), []).append(position)
+        grids = torch.empty((size, self.grid.n_channels, *shape), device=device)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", GridStretchWarning)
-            grids = self.grid.encode(augmented, device=device)
+            for positions in by_grid.values():
+                grid = self.grids[int(chosen[positions[0]])]
+                grids[positions] = grid.encode([augmented[p] for p in positions], device=device)
         conditioning: dict[str, torch.Tensor] = {}
         if self.labels is not None:
             conditioning["label"] = torch.as_tensor(self.labels[chosen], device=device)
