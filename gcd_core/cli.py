@@ -614,7 +614,8 @@ def _format_description(info: dict[str, Any]) -> str:
     if isinstance(data, dict):
         if data.get("source") == "crystal":
             phases = ", ".join(data.get("phases") or [str(data.get("phase"))])
-            text = f"crystal {phases}, supercell {data.get('supercell') or 'per phase'} x {data.get('cell_multiples', [1])}"
+            supercell = data.get("supercell") or "per phase"
+            text = f"crystal {phases}, supercell {supercell} x {data.get('cell_multiples', [1])}"
         else:
             text = f"files {data.get('files')}"
         rows.append(("data", f"{text}, {data.get('num_structures')} structure(s)"))
