@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gcd_core.generate import GenerationRequest, generate
+from gcd_core.generate import GenerationRequest, generate, generate_frames
 from gcd_core.model import GCDModel
 from gcd_core.physics import judge_phase
 from gcd_core.representation import GridStretchWarning
@@ -65,7 +65,10 @@ def run_job(job: Job, args: argparse.Namespace) -> tuple[Job, list[dict], float]
     torch.set_num_threads(1)
     warnings.simplefilter("ignore", GridStretchWarning)
     began = time.perf_counter()
-    if job.kind == "voxel":
+    if job.kind == "unconditional":
+        model = _load("voxel", lambda: GCDModel.load(args.checkpoint, device="cpu"))
+        structures = unconditional_samples(model, job, args)  # type: ignore[arg-type]
+    elif job.kind == "voxel":
         model = _load("voxel", lambda: GCDModel.load(args.checkpoint, device="cpu"))
         request = GenerationRequest(
             job.cell,
@@ -92,12 +95,37 @@ def run_job(job: Job, args: argparse.Namespace) -> tuple[Job, list[dict], float]
             seed=args.seed + 1000 + job.start,
         )
     seconds = time.perf_counter() - began
+    if job.kind == "unconditional":
+        return job, structures, seconds  # type: ignore[return-value]  (judged per phase by the caller)
     verdicts = []
     for atoms in structures:
         v = judge_phase(atoms, job.phase)
         error = abs(v.n_atoms - v.ideal_atoms)
         verdicts.append({"perfect": v.perfect, "count_error": error, "fraction": v.target_fraction})
     return job, verdicts, seconds
+
+
+def unconditional_samples(model: GCDModel, job: Job, args: argparse.Namespace) -> list[list[dict]]:
+    """Sample without a label on the grid every phase's training cell shares, then read each sample as each
+    phase (its voxel edge and cell); per sample, the verdicts for every phase."""
+    phases = model.conditioning.labels
+    shape = model.grid_for(phases[0]).layout(model.training_cell(phases[0]), warn=False).shape
+    cell = tuple(n * h for n, h in zip(shape, model.grid.nominal_edges, strict=True))
+    request = GenerationRequest(
+        cell, num_samples=job.count, steps=args.steps, sampler=args.sampler, resample=args.resample,
+        seed=args.seed + 5000 + job.start,
+    )
+    last = None
+    for last in generate_frames(model, request):  # noqa: B007 (only the final frame is wanted)
+        pass
+    per_sample: list[list[dict]] = [[] for _ in range(job.count)]
+    for phase in phases:
+        grid, phase_cell = model.grid_for(phase), model.training_cell(phase)
+        if grid.layout(phase_cell, warn=False).shape != shape:
+            continue  # this phase's training cell is another grid: it cannot be read from these samples
+        for index, atoms in enumerate(grid.decode(grid.to_data_space(last.x0.float()), phase_cell)):
+            per_sample[index].append({"phase": phase, "perfect": judge_phase(atoms, phase).perfect})
+    return per_sample
 
 
 def _run_job_star(packed: tuple[Job, argparse.Namespace]) -> tuple[Job, list[dict], float]:
@@ -119,6 +147,9 @@ def main() -> None:
     parser.add_argument("--baseline-restarts", type=int, default=4, help="baseline restart rounds")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="processes, one torch thread each")
+    parser.add_argument(
+        "--unconditional", type=int, default=0, help="also this many unlabelled samples (phase-conditional models)"
+    )
     args = parser.parse_args()
 
     model = GCDModel.load(args.checkpoint, device="cpu")
@@ -133,6 +164,10 @@ def main() -> None:
             for kind in kinds:
                 for start in range(0, count, args.batch):
                     jobs.append(Job(kind, phase, label, size, cell, start, min(args.batch, count - start)))
+    if args.unconditional and model.conditioning.labels:
+        for start in range(0, args.unconditional, args.batch):
+            count = min(args.batch, args.unconditional - start)
+            jobs.append(Job("unconditional", "any", None, 1, tuple(model.training_cell(None)), start, count))
     jobs.sort(key=lambda j: -np.prod(j.cell) * j.count)  # largest first balances the workers
     results: dict[tuple[str, str, int], list] = {}
     started = time.perf_counter()
@@ -177,6 +212,16 @@ def main() -> None:
                     row.append(f"{np.mean([v['fraction'] for v in verdicts]):.3g}")
                 row.append(f"{seconds:.3g}")
             print("| " + " | ".join(row) + " |")
+    unlabelled = [v for chunk, _ in results.get(("unconditional", "any", 1), []) for v in chunk]
+    if unlabelled:
+        found: dict[str, int] = {}
+        for verdicts in unlabelled:
+            perfect = [v["phase"] for v in verdicts if v["perfect"]]
+            key = perfect[0] if len(perfect) == 1 else ("none" if not perfect else "+".join(perfect))
+            found[key] = found.get(key, 0) + 1
+        share = ", ".join(f"{k} {n}" for k, n in sorted(found.items(), key=lambda kv: -kv[1]))
+        print(f"\nUnconditional (no label, guidance off), {len(unlabelled)} samples on the shared 1x grid, "
+              f"read as each phase; perfect as: {share}")
 
 
 if __name__ == "__main__":

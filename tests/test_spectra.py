@@ -1,0 +1,73 @@
+"""Reading target spectra: resampling onto the model grid, normalisation, and a clear error for each bad file."""
+
+import io
+
+import numpy as np
+import pytest
+
+from gcd_core.physics.spectra import (
+    ENERGY_GRID,
+    MAX_FILE_BYTES,
+    SpectrumFileError,
+    normalise,
+    read_spectrum,
+    spectrum_error,
+)
+
+
+def peak(energies: np.ndarray, centre: float = 290.0) -> np.ndarray:
+    return np.exp(-0.5 * ((energies - centre) / 2.0) ** 2)
+
+
+def write(tmp_path, text: str, name: str = "s.csv"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_two_column_files_are_resampled_and_normalised(tmp_path):
+    energies = np.linspace(270, 320, 400)
+    expected = normalise(peak(ENERGY_GRID))
+    rows = list(zip(energies, peak(energies), strict=True))
+    for text in (
+        "\n".join(f"{e},{i}" for e, i in rows),
+        "# measured\nenergy intensity\n" + "\n".join(f"{e}\t{5 * i}" for e, i in rows),
+    ):
+        spectrum = read_spectrum(write(tmp_path, text))
+        assert spectrum.shape == ENERGY_GRID.shape
+        assert np.trapezoid(spectrum, ENERGY_GRID) == pytest.approx(1.0)
+        assert spectrum_error(spectrum, expected) < 1e-7  # scale does not matter, only shape
+    shuffled = np.random.default_rng(0).permutation(len(energies))
+    text = "\n".join(f"{energies[k]} {peak(energies)[k]}" for k in shuffled)
+    assert spectrum_error(read_spectrum(text.encode()), expected) < 1e-7  # unsorted rows are sorted
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1,2,3\n" * 20, "expected 2 columns"),
+        ("\n".join(f"{280 + i},{'nan' if i == 4 else 1}" for i in range(30)), "row 5 holds NaN"),
+        ("280,1\n281,2\n282,1\n", "has 3 points; at least 10"),
+        ("\n".join(f"{0.28 + i * 0.001},1" for i in range(30)), "keV"),
+        ("\n".join(f"{300 + i},1" for i in range(30)), "must cover at least 60 %"),
+        ("\n".join(f"{270 + i},{-1 if i == 10 else 1}" for i in range(50)), "negative intensities"),
+        ("\n".join(f"{270 + i},0" for i in range(50)), "no positive intensity"),
+        ("280,1\n280,2\n" + "\n".join(f"{281 + i},1" for i in range(30)), "same energy twice"),
+        ("energy,intensity\nabc,def\n", "no numeric rows"),
+        ("280,1\n281,x\n", "is not numbers"),
+    ],
+)
+def test_bad_files_get_a_clear_error(tmp_path, text, message):
+    with pytest.raises(SpectrumFileError, match=message):
+        read_spectrum(write(tmp_path, text))
+
+
+def test_size_binary_and_missing_files(tmp_path):
+    with pytest.raises(SpectrumFileError, match="under 1 MB"):
+        read_spectrum(write(tmp_path, "1,1\n" * (MAX_FILE_BYTES // 4 + 10)))
+    with pytest.raises(SpectrumFileError, match="larger than 1 MB"):
+        read_spectrum(io.BytesIO(b"1,1\n" * (MAX_FILE_BYTES // 4 + 10)))
+    with pytest.raises(SpectrumFileError, match="not a text file"):
+        read_spectrum(b"\xff\xfe\x00\x81" * 100, name="upload.bin")
+    with pytest.raises(SpectrumFileError, match="does not exist"):
+        read_spectrum(tmp_path / "missing.csv")
