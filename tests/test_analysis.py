@@ -97,3 +97,27 @@ def test_defects_change_coordination_statistics():
     assert hybridisation(lonely).under == 1.0  # two singly coordinated carbons
     with pytest.raises(GCDError, match="periodic"):
         radial_distribution(Atoms("C", positions=[[0, 0, 0]]))
+
+
+DATA = REFERENCE.parent
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not beside this checkout")
+def test_carbon_dataset_loads_with_site_spectra_and_splits_by_structure():
+    from gcd_core.data.amorphous import load_carbon_dataset, split_by_structure, structure_spectrum
+    from gcd_core.physics.spectra import ENERGY_GRID
+
+    cells = load_carbon_dataset(DATA)
+    assert len(cells) == 25 and all(len(a) == 216 for a in cells)
+    spectrum = structure_spectrum(cells[0])
+    assert spectrum.shape == (100,) and np.trapezoid(spectrum, ENERGY_GRID) == pytest.approx(1.0)
+    densities = sorted({round(a.info["density"], 1) for a in cells})
+    assert densities == [1.5, 2.0, 2.5, 3.0, 3.5]
+    low = [a.info["sp3"] for a in cells if a.info["density"] < 1.6]
+    high = [a.info["sp3"] for a in cells if a.info["density"] > 3.4]
+    assert max(low) < 0.1 and min(high) > 0.9  # the README's 3 % and 94 %
+    train, held = split_by_structure(cells)
+    names = {a.info["name"] for a in held}
+    assert names and not names & {a.info["name"] for a in train}
+    assert {round(a.info["density"] * 2) / 2 for a in held} >= {1.5, 2.0, 2.5, 3.0, 3.5}
+    assert ("d1.5_1" in names) == ("d1.5_6" in names)  # the shared set's one duplicated cell stays together
