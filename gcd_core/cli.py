@@ -533,7 +533,7 @@ def describe_checkpoint(path: str | Path) -> dict[str, Any]:
     """A JSON-ready summary of a checkpoint: config, parameter count, metadata and training state."""
     import torch
 
-    from gcd_core.model import read_checkpoint
+    from gcd_core.checkpoint import read_checkpoint
     from gcd_core.nn.unet import UNet3D
 
     checkpoint = read_checkpoint(path)

@@ -44,9 +44,9 @@ from ase import Atoms
 from torch import nn
 
 from gcd_core.baselines.pointcloud_graph import PeriodicGraph, periodic_radius_graph
+from gcd_core.checkpoint import read_checkpoint
 from gcd_core.device import make_generator, resolve_device
 from gcd_core.errors import GCDError
-from gcd_core.model import read_checkpoint
 
 CHECKPOINT_FORMAT = "gcd-pointcloud-baseline"
 CHECKPOINT_VERSION = 1

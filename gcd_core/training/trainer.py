@@ -19,10 +19,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from gcd_core.checkpoint import read_checkpoint
 from gcd_core.device import resolve_device
 from gcd_core.diffusion.objective import diffusion_loss
 from gcd_core.errors import GCDError
-from gcd_core.model import GCDModel, read_checkpoint
+from gcd_core.model import GCDModel
 from gcd_core.training.dataset import VoxelDataset
 
 CHECKPOINT_NAME = "checkpoint.pt"

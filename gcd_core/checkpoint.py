@@ -1,0 +1,35 @@
+"""Reading checkpoint files safely (``torch.load(weights_only=True)``) with clear errors, for every model family."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from gcd_core.errors import GCDError
+
+CHECKPOINT_FORMAT = "gcd-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def read_checkpoint(
+    path: str | Path, format_tag: str = CHECKPOINT_FORMAT, version: int = CHECKPOINT_VERSION, kind: str = "gcd"
+) -> dict:
+    """Load a checkpoint dict safely (``weights_only=True``), with clear errors for wrong files.
+
+    ``format_tag``, ``version`` and ``kind`` (the name used in messages) let other checkpoint families, such as
+    the point-cloud baseline's, share the same checks.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise GCDError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for non-checkpoint files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GCDError(f"{path} is not a readable {kind} checkpoint ({reason[:200]})") from exc
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != format_tag:
+        raise GCDError(f"{path} is not a {kind} checkpoint (no '{format_tag}' format tag)")
+    if checkpoint.get("version", 0) > version:
+        raise GCDError(f"{path} was written by a newer gcd ({kind} checkpoint version {checkpoint['version']})")
+    return checkpoint
