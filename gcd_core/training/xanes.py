@@ -66,7 +66,7 @@ def train_xanes(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if log_every and (epoch + 1) % log_every == 0:
             print(f"epoch {epoch + 1}: site MSE {losses[-1]:.4g}", flush=True)
     model.eval()
