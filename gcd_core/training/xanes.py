@@ -75,7 +75,7 @@ def train_xanes(
         "sites": len(targets),
         "structures": [a.info.get("name", str(i)) for i, a in enumerate(structures)],
         "final_site_mse": losses[-1],
-        "loss_curve": [[e + 1, losses[e]] for e in np.unique(np.linspace(0, len(losses) - 1, 30).astype(int))],
+        "loss_curve": [[int(e) + 1, losses[e]] for e in np.unique(np.linspace(0, len(losses) - 1, 30).astype(int))],
         "seconds": time.perf_counter() - started,
     }
     return model, record
