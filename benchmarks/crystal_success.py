@@ -85,6 +85,9 @@ def run_job(job: Job, args: argparse.Namespace) -> tuple[Job, list[dict], float]
         from gcd_core.data.crystals import ideal_atom_count
 
         path = args.baselines / job.phase / "pointcloud_baseline.pt"
+        waited = time.perf_counter()
+        while not path.exists() and time.perf_counter() - waited < args.wait_for_baselines:
+            time.sleep(10)  # still being trained by benchmarks/train_pointcloud_phases.py
         baseline = _load(f"baseline-{job.phase}", lambda: PointCloudBaseline.load(path, device="cpu"))
         structures = baseline.sample(  # type: ignore[attr-defined]
             job.cell,
@@ -145,6 +148,9 @@ def main() -> None:
     parser.add_argument("--baselines", type=Path, help="directory of per-phase point-cloud baseline checkpoints")
     parser.add_argument("--baseline-steps", type=int, default=64, help="baseline Euler-Maruyama steps")
     parser.add_argument("--baseline-restarts", type=int, default=4, help="baseline restart rounds")
+    parser.add_argument(
+        "--wait-for-baselines", type=float, default=0, help="seconds to wait for a baseline checkpoint to appear"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="processes, one torch thread each")
     parser.add_argument(
@@ -168,7 +174,8 @@ def main() -> None:
         for start in range(0, args.unconditional, args.batch):
             count = min(args.batch, args.unconditional - start)
             jobs.append(Job("unconditional", "any", None, 1, tuple(model.training_cell(None)), start, count))
-    jobs.sort(key=lambda j: -np.prod(j.cell) * j.count)  # largest first balances the workers
+    # the voxel model's jobs first (baselines may still be training), each kind largest first to balance workers
+    jobs.sort(key=lambda j: (j.kind == "baseline", -np.prod(j.cell) * j.count))
     results: dict[tuple[str, str, int], list] = {}
     started = time.perf_counter()
     if args.workers > 1:

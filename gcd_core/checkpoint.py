@@ -8,6 +8,11 @@ import torch
 
 from gcd_core.errors import GCDError
 
+# trained models shipped with the source tree (assets/ beside gcd_core/)
+ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
+DEFAULT_CRYSTAL_MODEL = ASSETS_DIR / "crystal_phases.pt"
+DEFAULT_XANES_MODEL = ASSETS_DIR / "xanes_forward.pt"
+
 CHECKPOINT_FORMAT = "gcd-checkpoint"
 CHECKPOINT_VERSION = 1
 

@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from gcd_core import __version__
+from gcd_core.checkpoint import DEFAULT_CRYSTAL_MODEL
 from gcd_core.errors import GCDError
 
 PROG = "gcd"
@@ -232,7 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
         "multiples of the network's stride).",
         formatter_class=_HelpFormatter,
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT", type=Path, help="model.pt or checkpoint.pt")
+    p.add_argument(
+        "checkpoint",
+        metavar="CHECKPOINT",
+        type=Path,
+        nargs="?",
+        default=DEFAULT_CRYSTAL_MODEL,
+        help="model.pt or checkpoint.pt (default: the shipped phase-conditional crystal model)",
+    )
     p.add_argument(
         "--out",
         type=Path,
@@ -247,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         type=_positive_int,
         metavar="N",
-        help="N or NX NY NZ times the model's first training cell",
+        help="N or NX NY NZ times the model's training cell (of the --label class, if it has its own)",
     )
     p.add_argument("--num-samples", type=_positive_int, default=1, metavar="N", help="structures to generate")
     p.add_argument("--steps", type=_positive_int, default=200, metavar="N", help="sampler steps")

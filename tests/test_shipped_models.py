@@ -6,12 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from gcd_core.data.crystals import PHASES
 from gcd_core.generate import GenerationRequest, generate
 from gcd_core.model import GCDModel
 from gcd_core.physics import judge_phase
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-BCC_W = ASSETS / "crystal_bcc_W.pt"
+PHASES_MODEL = ASSETS / "crystal_phases.pt"
 
 
 @pytest.mark.parametrize("checkpoint", sorted(ASSETS.glob("*.pt")), ids=lambda p: p.name)
@@ -24,10 +25,15 @@ def test_checkpoint_is_small_loads_with_weights_only_and_has_metadata(checkpoint
         assert key in meta, f"{checkpoint.with_suffix('.json').name} lacks {key}"
 
 
-def test_shipped_bcc_model_generates_perfect_bcc_tungsten_from_a_fixed_seed():
-    model = GCDModel.load(BCC_W, device="cpu")
-    assert model.grid.species == ("W",)
-    cell = tuple(model.metadata["train_cells"][0])
-    samples = generate(model, GenerationRequest(cell, num_samples=4, steps=50, seed=0))
-    verdicts = [judge_phase(a, "bcc") for a in samples]
+# HCP is left out: the shipped model gets its atom count right but misplaces the B layer (0 % perfect in
+# benchmarks/crystal_success.py; README, "Crystals"), so there is no passing seed to pin.
+@pytest.mark.parametrize("phase", ["bcc", "sc", "fcc", "diamond"])
+def test_shipped_crystal_model_generates_each_perfect_phase_from_a_fixed_seed(phase):
+    model = GCDModel.load(PHASES_MODEL, device="cpu")
+    grid = model.grid_for(phase)
+    assert grid.species == (PHASES[phase].element,)
+    cell = model.training_cell(phase)
+    request = GenerationRequest(cell, num_samples=4, steps=50, resample=2, seed=0, label=phase)  # the benchmark's
+    samples = generate(model, request)
+    verdicts = [judge_phase(a, phase) for a in samples]
     assert all(v.perfect for v in verdicts), [v.summary() for v in verdicts]
