@@ -1,7 +1,8 @@
 """The dashboard page: ``panel serve app/main.py`` (checkpoint from ``$GCD_CHECKPOINT``, default the shipped one).
 
 Bokeh runs this file once per browser session, so every session builds its own state here; the model is
-loaded once per process by :func:`app.state.load_model`.
+loaded once per process by :func:`app.state.load_model`. The atoms viewer's 3Dmol.js (``python -m app.fetch_js``)
+is served by Panel's component-resource route (:mod:`app.atoms_view`), so no ``--static-dirs`` is needed.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ import param
 import torch
 from ase import Atoms
 
+from gcd_core.checkpoint import DEFAULT_CRYSTAL_MODEL
 from gcd_core.data.crystals import PHASES, ideal_atom_count
 from gcd_core.device import resolve_device
 from gcd_core.diffusion.samplers import SAMPLERS, Frame
@@ -37,7 +38,7 @@ from gcd_core.representation.density import density_view
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "crystal_bcc_W.pt"
+DEFAULT_CHECKPOINT = DEFAULT_CRYSTAL_MODEL
 CHECKPOINT_ENV = "GCD_CHECKPOINT"
 DEVICE_ENV = "GCD_DEVICE"
 PUSH_INTERVAL_S = 0.2  # at most this often a frame goes to the page; the last frame always does
@@ -242,6 +243,10 @@ class GenerationRun(param.Parameterized):
     t = param.Number(default=1.0, doc="Diffusion time of the shown frame (1 = pure noise, 0 = clean).")
     preview_sample = param.Integer(default=0, bounds=(0, None), doc="The sample whose density is shown.")
     density = param.Array(default=None, doc="Density view of the shown frame's clean prediction.")
+    preview_atoms = param.ClassSelector(
+        class_=Atoms, default=None, allow_None=True, doc="The shown sample decoded: at the shown frame, or final."
+    )
+    preview_step = param.Integer(default=0, bounds=(0, None), doc="The step preview_atoms was decoded at.")
     num_samples = param.Integer(default=0, bounds=(0, None), doc="Samples in the current run.")
     cell_lengths = param.Tuple(default=None, length=3, allow_None=True)
     structures = param.List(default=[], item_type=Atoms)
@@ -263,7 +268,7 @@ class GenerationRun(param.Parameterized):
         self.model = model
         self.settings = settings
         settings.use_model(model)
-        self.reference = Reference()
+        self.reference = reference_of(model, settings.phase) if model is not None else Reference()
         self._grid = model.grid if model is not None else None  # the grid of the run's class
         self._dispatch: Dispatch = dispatch or _call_now
         self._cancel = threading.Event()
@@ -271,6 +276,8 @@ class GenerationRun(param.Parameterized):
         self._pending: dict[str, Any] | None = None
         self._pending_lock = threading.Lock()
         self._last_x0: torch.Tensor | None = None  # model space, on the CPU: the preview can switch samples
+        self._last_step = 0  # the step of _last_x0
+        self._request: GenerationRequest | None = None  # of the current (or last) run
         self._shown_sample = 0  # the sample the latest density belongs to
         if model is None:
             self.param.update(status="error", error=model_error or "no model is loaded")
@@ -288,6 +295,7 @@ class GenerationRun(param.Parameterized):
             raise GCDError("a generation is already running in this session; cancel it first")
         self._cancel.clear()
         self._last_x0 = None
+        self._last_step = 0
         try:
             request = self.settings.request(self.model)
         except GCDError as exc:
@@ -295,6 +303,7 @@ class GenerationRun(param.Parameterized):
             return None
         self.reference = reference_of(self.model, request.label)
         self._grid = self.model.grid_for(request.label)
+        self._request = request
         self.param.update(
             status="running",
             step=0,
@@ -302,6 +311,8 @@ class GenerationRun(param.Parameterized):
             num_samples=request.num_samples,
             t=1.0,
             density=None,
+            preview_atoms=None,
+            preview_step=0,
             cell_lengths=tuple(request.cell_lengths),
             structures=[],
             rows=[],
@@ -364,7 +375,8 @@ class GenerationRun(param.Parameterized):
                     return
                 if now - last_push >= PUSH_INTERVAL_S:  # the first frame always goes: last_push is -inf
                     last_push = now
-                    self._publish(**self._frame_updates(frame, started, first))
+                    updates = self._frame_updates(frame, started, first)
+                    self._publish(**updates, **self._preview_atoms_updates(request))
                     first = False
         except GCDError as exc:
             self._publish(status="error", error=str(exc), elapsed_s=time.perf_counter() - started)
@@ -382,6 +394,7 @@ class GenerationRun(param.Parameterized):
     def _frame_updates(self, frame: Frame, started: float, first: bool) -> dict[str, Any]:
         # the density is computed here, in the worker, so the event loop only ships it
         self._last_x0 = frame.x0.detach().to("cpu", copy=True)
+        self._last_step = frame.step
         elapsed = time.perf_counter() - started
         updates: dict[str, Any] = {
             "step": frame.step,
@@ -396,11 +409,33 @@ class GenerationRun(param.Parameterized):
 
     def _final_updates(self, frame: Frame, request: GenerationRequest) -> dict[str, Any]:
         structures = decode_frame(self.model, frame, request)
+        sample = min(max(self.preview_sample, 0), len(structures) - 1)
         return {
             "structures": structures,
             "rows": analyse(structures, request.cell_lengths, self.reference),
+            "preview_atoms": structures[sample] if structures else None,
+            "preview_step": frame.step,
             "status": "done",
         }
+
+    def _decode_shown(self, request: GenerationRequest, sample: int) -> Atoms | None:
+        """The latest clean prediction of one sample, decoded (a few ms: the same decoder as the final frame)."""
+        if self._last_x0 is None:
+            return None
+        sample = min(max(sample, 0), self._last_x0.shape[0] - 1)
+        x0 = self._last_x0[sample : sample + 1]
+        frame = Frame(self._last_step, request.steps, 0.0, x0, x0)
+        return decode_frame(self.model, frame, request)[0]
+
+    def _preview_atoms_updates(self, request: GenerationRequest) -> dict[str, Any]:
+        """The shown sample's atoms at an intermediate frame; nothing if decoding fails (the final decode,
+        which the results depend on, reports its own errors)."""
+        try:
+            atoms = self._decode_shown(request, self.preview_sample)
+        except Exception:
+            log.debug("decoding an intermediate frame failed", exc_info=True)
+            return {}
+        return {"preview_atoms": atoms, "preview_step": self._last_step}
 
     def _density(self, x0: torch.Tensor, sample: int) -> np.ndarray:
         sample = min(max(sample, 0), x0.shape[0] - 1)
@@ -431,7 +466,12 @@ class GenerationRun(param.Parameterized):
         # last clean prediction
         if self.status == "running" or self._last_x0 is None or self.model is None:
             return
-        self.density = self._density(self._last_x0, self.preview_sample)
+        updates: dict[str, Any] = {"density": self._density(self._last_x0, self.preview_sample)}
+        if self.structures:
+            updates["preview_atoms"] = self.structures[min(self.preview_sample, len(self.structures) - 1)]
+        elif self._request is not None:  # a cancelled run: decode its last prediction
+            updates.update(self._preview_atoms_updates(self._request))
+        self.param.update(**updates)
 
     @property
     def voxel_edges(self) -> tuple[float, float, float] | None:

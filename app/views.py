@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import logging
+import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pandas as pd
 import panel as pn
 import param
 
+from app.atoms_view import AtomsView
 from app.state import (
     RESULT_COLUMNS,
     Dispatch,
@@ -26,6 +29,7 @@ from app.state import (
     reference_of,
     resolve_checkpoint,
 )
+from app.vtk_patch import VTK_VOLUME_PATCH
 from gcd_core.device import resolve_device
 from gcd_core.errors import GCDError
 from gcd_core.io import sample_name
@@ -34,6 +38,9 @@ from gcd_core.model import GCDModel
 log = logging.getLogger(__name__)
 
 TITLE = "gcd — grand canonical diffusion"
+# While a run streams, the volume changes at most this often (the final frame always goes): the page draws it
+# with software WebGL on machines without a GPU, and a browser that falls behind queues every frame.
+VOLUME_INTERVAL_S = 1.0
 VOLUME_COLORMAP = "Rainbow Desaturated"  # vtk.js preset names only; matplotlib names such as Viridis are refused
 STATUS_TEXT = {
     "idle": "ready",
@@ -177,10 +184,13 @@ class LiveView(pn.viewable.Viewer):
         )
         self.viewer = pn.Column(self.placeholder, sizing_mode="stretch_width")
         self.step_text = pn.pane.Markdown("step 0 / 0", sizing_mode="stretch_width")
+        self.vtk_fix = pn.pane.HTML(VTK_VOLUME_PATCH, width=0, height=0, margin=0)
         self.progress = pn.indicators.Progress(value=0, max=1, bar_color="primary", sizing_mode="stretch_width")
         self.sample = pn.widgets.IntSlider(label="Shown sample", start=0, end=1, value=0, disabled=True)
         self.sample.param.watch(self._on_sample, ["value"])
-        run.param.watch(self._update_density, ["density"])
+        self._shown_density = None
+        self._volume_shown_at = -math.inf
+        run.param.watch(self._update_density, ["density", "status"])
         run.param.watch(self._update_progress, ["step", "num_steps", "status", "t", "first_frame_s", "elapsed_s"])
         run.param.watch(self._update_sample_range, ["num_samples"])
         self._update_progress()
@@ -190,8 +200,12 @@ class LiveView(pn.viewable.Viewer):
 
     def _update_density(self, *events: param.parameterized.Event) -> None:
         density = self.run.density
-        if density is None:
+        if density is None or density is self._shown_density:
             return
+        now = time.monotonic()
+        if self.run.status == "running" and now - self._volume_shown_at < VOLUME_INTERVAL_S:
+            return  # a later frame (the final one at the latest) goes instead
+        self._shown_density, self._volume_shown_at = density, now
         spacing = self.run.voxel_edges or (1.0, 1.0, 1.0)
         if self.volume is None:
             self.volume = pn.pane.VTKVolume(
@@ -236,6 +250,7 @@ class LiveView(pn.viewable.Viewer):
             self.viewer,
             pn.Row(self.step_text, self.sample, sizing_mode="stretch_width"),
             self.progress,
+            self.vtk_fix,
             sizing_mode="stretch_width",
         )
 
@@ -270,6 +285,7 @@ class ResultsTable(pn.viewable.Viewer):
         )
 
     def _update_rows(self, *events: param.parameterized.Event) -> None:
+        self.reference_note.object = self._reference_text()  # the run's class may differ from the last one
         self.table.selection = []
         self.table.value = pd.DataFrame(self.run.rows, columns=list(RESULT_COLUMNS))
 
@@ -363,6 +379,7 @@ class Dashboard(pn.viewable.Viewer):
         self.run = GenerationRun(self.model, self.settings, dispatch=dispatch, model_error=self.load_error)
         self.settings_panel = SettingsPanel(self.run)
         self.live = LiveView(self.run)
+        self.atoms = AtomsView(self.run)
         self.results = ResultsTable(self.run)
         self.export = ExportPanel(self.run, self.results)
         self.alert = pn.pane.Alert(alert_type="danger", sizing_mode="stretch_width", visible=False)
@@ -407,7 +424,8 @@ class Dashboard(pn.viewable.Viewer):
             sizing_mode="stretch_width",
         )
         sidebar = pn.Column(self.settings_panel, pn.layout.Divider(), self.model_info(), width=340)
-        main = pn.Column(self.alert, self.live, self.results, self.export, sizing_mode="stretch_width")
+        viewers = pn.Row(self.live, self.atoms, sizing_mode="stretch_width")
+        main = pn.Column(self.alert, viewers, self.results, self.export, sizing_mode="stretch_width")
         return pn.Column(header, pn.Row(sidebar, main, sizing_mode="stretch_width"), sizing_mode="stretch_width")
 
     def on_session_destroyed(self) -> None:

@@ -1,0 +1,141 @@
+"""The dashboard in a real browser: Debian's Chromium driven by Playwright against ``panel serve app/main.py``.
+
+Nothing here assumes a checkpoint: atom counts and cells are read from the page, so the tests hold for whatever
+model the app serves (``$GCD_CHECKPOINT`` or the default). Runs stay short (10-30 sampler steps).
+"""
+
+from __future__ import annotations
+
+import ase.io
+import numpy as np
+import pytest
+
+from app.driver import DashboardPage
+from app.fetch_js import JS_PATH
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]  # a cold server start on a busy machine is slow
+
+needs_3dmol = pytest.mark.skipif(not JS_PATH.is_file(), reason="3Dmol.js is not installed: python -m app.fetch_js")
+
+
+def assert_clean(tab: DashboardPage) -> None:
+    """No console errors, no uncaught exceptions, nothing fetched from outside the server."""
+    assert tab.console_errors == [], tab.console_errors
+    assert tab.blocked == [], f"the page tried to load from outside its server: {tab.blocked}"
+    lost = [w for w in tab.warnings if "Too many active WebGL contexts" in w]
+    assert not lost, "WebGL contexts leak (the vtk.js volume rebuilds without releasing them)"
+
+
+def test_page_loads_clean(dashboard: DashboardPage) -> None:
+    tab = dashboard
+    assert "grand canonical diffusion" in tab.page.title()
+    assert tab.button("Generate").is_enabled() and tab.button("Cancel").is_disabled()
+    assert tab.status().status == "idle"
+    assert all(v > 0 for v in tab.cell_lengths())
+    if JS_PATH.is_file():  # 3Dmol.js came from the server and ran in the viewer's frame
+        tab.page.frame_locator("iframe.gcd-atoms").locator("body[data-rendered='loaded']").wait_for()
+    else:
+        assert tab.page.get_by_text("3Dmol.js is not installed").is_visible()
+    tab.page.wait_for_timeout(1000)  # late errors (fonts, stylesheets, the websocket) would show by now
+    assert_clean(tab)
+
+
+@needs_3dmol
+def test_generate_streams_into_both_viewers_and_fills_the_table(dashboard: DashboardPage) -> None:
+    tab = dashboard
+    tab.set_slider("Sampler steps", 30)
+    tab.set_slider("Samples", 2)
+    assert tab.volume_canvases() == 0  # the volume viewer appears with the first frame
+    tab.page.frame_locator("iframe.gcd-atoms").locator("body[data-rendered='loaded']").wait_for()  # 3Dmol.js is in
+    mark = tab.generate()
+    final = tab.wait_status(("done", "error", "cancelled"), timeout=90)
+    assert final.status == "done" and final.step == final.num_steps == 30
+    seen = [step for _, step, _ in tab.log(mark)]
+    assert seen[0] == 0 and seen[-1] == 30 and seen == sorted(seen), seen
+    assert any(0 < step < 30 for step in seen), f"no frame before the last reached the step counter: {seen}"
+
+    assert tab.wait_table(2) == ["0", "1"]
+    atoms = [int(v) for v in tab.table_column("atoms")]
+    assert all(v.strip() for v in tab.table_column("space group"))
+    assert tab.volume_canvases() >= 1
+    patch, in_place = tab.page.evaluate("() => [window.gcdVtkVolumePatch, window.gcdVtkInPlaceUpdates || 0]")
+    assert patch, "app/vtk_patch.py did not take: has Panel's VTKVolume view changed?"
+    assert in_place >= 1, "the volume was not updated in place after its first frame"
+
+    # the shown sample (0): drawn at an early frame and again at the end
+    tab.page.frame_locator("iframe.gcd-atoms").locator("body[data-step='30']").wait_for()
+    viewer = tab.atoms_viewer()
+    assert viewer["rendered"] == "yes" and viewer["canvases"] == "1"
+    assert int(viewer["draws"]) >= 2, viewer
+    assert int(viewer["atoms"]) == atoms[0], (viewer, atoms)
+    caption = tab.page.locator(".gcd-atoms-caption").inner_text()
+    assert f"{atoms[0]} atoms" in caption and "final structure" in caption
+
+    picture = tab.page.locator("iframe.gcd-atoms").screenshot()  # WebGL drew something, not a blank canvas
+    assert _distinct_colours(picture) > 20
+    volume = tab.page.locator(".bk-panel-models-vtk-VTKVolumePlot").first.screenshot()
+    assert _distinct_colours(volume) > 20
+    assert_clean(tab)
+
+
+def test_cancel_stops_a_long_run_and_the_next_run_works(dashboard: DashboardPage) -> None:
+    tab = dashboard
+    tab.set_slider("Samples", 1)
+    tab.set_slider("Sampler steps", 1000)
+    tab.set_slider("Resample", 4)  # 4000 network evaluations: minutes, unless Cancel works
+    tab.generate()
+    running = tab.wait_status(("running",), timeout=30)
+    while tab.status().step < 2:  # frames are arriving
+        tab.page.wait_for_timeout(50)
+    assert tab.button("Cancel").is_enabled() and tab.button("Generate").is_disabled()
+    tab.button("Cancel").click()
+    stopped = tab.wait_status(("cancelled", "done", "error"), timeout=30)
+    assert stopped.status == "cancelled" and running.num_steps == 1000 and stopped.step < 1000
+    assert tab.button("Generate").is_enabled() and tab.button("Cancel").is_disabled()
+    assert tab.table_column("atoms") == []
+
+    tab.set_slider("Sampler steps", 10)
+    tab.set_slider("Resample", 1)
+    tab.generate()
+    again = tab.wait_status(("done", "error", "cancelled"), timeout=60)
+    assert again.status == "done" and again.step == 10
+    assert tab.wait_table(1) == ["0"]
+    assert_clean(tab)
+
+
+def test_export_of_a_selected_structure_as_cif(dashboard: DashboardPage, tmp_path) -> None:
+    tab = dashboard
+    tab.set_slider("Sampler steps", 10)
+    tab.set_slider("Samples", 2)
+    tab.set_seed(5)
+    tab.generate()
+    assert tab.wait_status(("done", "error", "cancelled"), timeout=60).status == "done"
+    tab.wait_table(2)
+    atoms = [int(v) for v in tab.table_column("atoms")]
+    if atoms[1] == 0:
+        pytest.skip("the model produced an empty sample 1, which CIF cannot describe")
+
+    tab.page.locator(".tabulator-row").nth(1).locator("input[type='checkbox']").check()
+    download_button = tab.button("Download sample_0001.cif")
+    download_button.wait_for()
+    with tab.page.expect_download() as download_info:
+        download_button.click()
+    download = download_info.value
+    assert download.suggested_filename == "sample_0001.cif"
+    path = tmp_path / download.suggested_filename
+    download.save_as(path)
+
+    structure = ase.io.read(path, format="cif")
+    assert len(structure) == atoms[1]
+    np.testing.assert_allclose(structure.cell.lengths(), tab.cell_lengths(), atol=0.006)  # the page shows 2 decimals
+    np.testing.assert_allclose(structure.cell.angles(), [90, 90, 90], atol=1e-6)
+    assert_clean(tab)
+
+
+def _distinct_colours(png: bytes) -> int:
+    from io import BytesIO
+
+    from PIL import Image
+
+    image = Image.open(BytesIO(png)).convert("RGB").resize((100, 100))
+    return len(image.getcolors(maxcolors=100 * 100))
