@@ -112,8 +112,8 @@ def unconditional_samples(model: GCDModel, job: Job, args: argparse.Namespace) -
     """Sample without a label on the grid every phase's training cell shares, then read each sample as each
     phase (its voxel edge and cell); per sample, the verdicts for every phase."""
     phases = model.conditioning.labels
-    shape = model.grid_for(phases[0]).layout(model.training_cell(phases[0]), warn=False).shape
-    cell = tuple(n * h for n, h in zip(shape, model.grid.nominal_edges, strict=True))
+    cell = model.training_cell(None)  # the shared 1x grid on the model's own voxels
+    shape = model.grid.layout(cell, warn=False).shape
     request = GenerationRequest(
         cell, num_samples=job.count, steps=args.steps, sampler=args.sampler, resample=args.resample,
         seed=args.seed + 5000 + job.start,

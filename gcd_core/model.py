@@ -159,12 +159,19 @@ class GCDModel:
         return out
 
     def training_cell(self, label: str | int | None = None) -> tuple[float, float, float] | None:
-        """The cell (A) the model (or class ``label``) was trained on, from its metadata; None if unrecorded."""
+        """The cell (A) the model (or class ``label``) was trained on, from its metadata; None if unrecorded.
+
+        Without a label, a model whose classes have their own voxels answers with the first class's training
+        grid laid on the model's own voxels: the cell that unconditional samples of that grid size fill."""
+        label_cells = self.metadata.get("data", {}).get("label_cells", {})
         if label is not None:
             name = self.conditioning.labels[self.conditioning.label_index(label)]
-            cell = self.metadata.get("data", {}).get("label_cells", {}).get(name)
-            if cell:
-                return tuple(float(v) for v in cell)  # type: ignore[return-value]
+            if label_cells.get(name):
+                return tuple(float(v) for v in label_cells[name])  # type: ignore[return-value]
+        elif self.conditioning.label_grids and label_cells:
+            first = next(iter(label_cells))
+            shape = self.grid_for(first).layout(label_cells[first], warn=False).shape
+            return tuple(n * h for n, h in zip(shape, self.grid.nominal_edges, strict=True))  # type: ignore
         cells = self.metadata.get("train_cells")
         return tuple(float(v) for v in cells[0]) if cells else None  # type: ignore[return-value]
 

@@ -283,6 +283,11 @@ def test_phase_conditional_crystals_each_on_their_own_voxels(
     metadata = json.loads((out / "model.json").read_text())
     assert metadata["data"]["label_cells"]["hcp"] == pytest.approx([6.42, 5.55988, 5.21], abs=1e-5)
     assert len(metadata["train_cells"]) == 4  # two phases x two sizes
+    from gcd_core.model import GCDModel
+
+    model = GCDModel.load(out / "model.pt", device="cpu")
+    unlabelled = model.training_cell(None)  # the shared 8^3 grid on the model's own (first class's) voxels
+    assert model.grid.layout(unlabelled, warn=False).shape == (8, 8, 8)
     sample = tmp_path / "hcp.extxyz"
     generate = ["generate", checkpoint, "--label", "hcp", "--supercell", "2", "--steps", "2", "--out", str(sample)]
     assert main([*generate, "--merge-distance", "2.0", "--one-file"]) == 0
