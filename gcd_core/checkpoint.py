@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -38,3 +39,13 @@ def read_checkpoint(
     if checkpoint.get("version", 0) > version:
         raise GCDError(f"{path} was written by a newer gcd ({kind} checkpoint version {checkpoint['version']})")
     return checkpoint
+
+
+def write_checkpoint(path: str | Path, checkpoint: dict) -> None:
+    """Save a checkpoint dict (tensors and JSON-like values only, so ``weights_only`` loading works), creating the
+    folder; written to a temporary file first, so a crash never leaves a half-written checkpoint behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".tmp")
+    torch.save(checkpoint, partial)
+    os.replace(partial, path)

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from gcd_core.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, read_checkpoint
+from gcd_core.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, read_checkpoint, write_checkpoint
 from gcd_core.device import resolve_device
 from gcd_core.diffusion.objective import PREDICTIONS
 from gcd_core.diffusion.samplers import Denoiser
@@ -195,9 +195,7 @@ class GCDModel:
 
     def save(self, path: str | Path) -> None:
         """Save for inference only: weights (the ones in use) and config, no optimizer state."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(self.checkpoint_dict(), path)
+        write_checkpoint(path, self.checkpoint_dict())
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device | None = None, use_ema: bool = True) -> GCDModel:

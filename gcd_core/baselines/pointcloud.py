@@ -44,7 +44,7 @@ from ase import Atoms
 from torch import nn
 
 from gcd_core.baselines.pointcloud_graph import PeriodicGraph, periodic_radius_graph
-from gcd_core.checkpoint import read_checkpoint
+from gcd_core.checkpoint import read_checkpoint, write_checkpoint
 from gcd_core.device import make_generator, resolve_device
 from gcd_core.errors import GCDError
 
@@ -489,9 +489,7 @@ class PointCloudBaseline:
 
     def save(self, path: str | Path) -> None:
         """Save config + weights as a plain dict (readable with ``torch.load(weights_only=True)``)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(self.checkpoint_dict(), path)
+        write_checkpoint(path, self.checkpoint_dict())
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device | None = None) -> PointCloudBaseline:

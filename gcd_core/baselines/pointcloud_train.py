@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -202,8 +201,5 @@ def train_pointcloud(
     )
     if out_dir is not None:
         path = Path(out_dir) / CHECKPOINT_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".tmp")
-        model.save(partial)
-        os.replace(partial, path)  # never leave a half-written checkpoint behind
+        model.save(path)
     return model

@@ -23,7 +23,7 @@ import torch
 from ase import Atoms
 from torch import nn
 
-from gcd_core.checkpoint import read_checkpoint
+from gcd_core.checkpoint import read_checkpoint, write_checkpoint
 from gcd_core.device import resolve_device
 from gcd_core.errors import GCDError
 from gcd_core.physics.spectra import ENERGY_GRID
@@ -201,19 +201,15 @@ class XanesForwardModel(nn.Module):
 
     # --------------------------------------------------------------------------------------------- files
     def save(self, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        torch.save(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "version": CHECKPOINT_VERSION,
-                "config": dict(self.config),
-                "model": state,
-                "metadata": dict(metadata or {}),
-            },
-            path,
-        )
+        checkpoint = {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "config": dict(self.config),
+            "model": state,
+            "metadata": dict(metadata or {}),
+        }
+        write_checkpoint(path, checkpoint)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device | None = None) -> XanesForwardModel:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from gcd_core.checkpoint import read_checkpoint
+from gcd_core.checkpoint import read_checkpoint, write_checkpoint
 from gcd_core.device import resolve_device
 from gcd_core.diffusion.objective import diffusion_loss
 from gcd_core.errors import GCDError
@@ -237,16 +237,13 @@ def _save_training_checkpoint(
     path: Path,
     metadata: dict,
 ) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     model.metadata.update(metadata, steps=step, date=_dt.date.today().isoformat())
     if loss_log:
         model.metadata["final_loss"] = loss_log[-1]["loss"]
     checkpoint = model.checkpoint_dict(
         ema_state=ema.state, optimizer=optimizer.state_dict(), step=step, loss_log=loss_log, train=asdict(config)
     )
-    partial = path.with_suffix(".tmp")
-    torch.save(checkpoint, partial)
-    os.replace(partial, path)  # never leave a half-written checkpoint behind
+    write_checkpoint(path, checkpoint)
     with open(path.parent / LOSS_LOG_NAME, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["step", "loss", "lr", "grad_norm", "seconds"])
         writer.writeheader()
