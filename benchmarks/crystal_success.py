@@ -62,14 +62,15 @@ def _load(key: str, loader) -> object:  # one copy per worker process
 
 
 def run_job(job: Job, args: argparse.Namespace) -> tuple[Job, list[dict], float]:
-    torch.set_num_threads(1)
+    if args.device == "cpu":
+        torch.set_num_threads(1)
     warnings.simplefilter("ignore", GridStretchWarning)
     began = time.perf_counter()
     if job.kind == "unconditional":
-        model = _load("voxel", lambda: GCDModel.load(args.checkpoint, device="cpu"))
+        model = _load("voxel", lambda: GCDModel.load(args.checkpoint, device=args.device))
         structures = unconditional_samples(model, job, args)  # type: ignore[arg-type]
     elif job.kind == "voxel":
-        model = _load("voxel", lambda: GCDModel.load(args.checkpoint, device="cpu"))
+        model = _load("voxel", lambda: GCDModel.load(args.checkpoint, device=args.device))
         request = GenerationRequest(
             job.cell,
             num_samples=job.count,
@@ -88,7 +89,7 @@ def run_job(job: Job, args: argparse.Namespace) -> tuple[Job, list[dict], float]
         waited = time.perf_counter()
         while not path.exists() and time.perf_counter() - waited < args.wait_for_baselines:
             time.sleep(10)  # still being trained by benchmarks/train_pointcloud_phases.py
-        baseline = _load(f"baseline-{job.phase}", lambda: PointCloudBaseline.load(path, device="cpu"))
+        baseline = _load(f"baseline-{job.phase}", lambda: PointCloudBaseline.load(path, device=args.device))
         structures = baseline.sample(  # type: ignore[attr-defined]
             job.cell,
             round(ideal_atom_count(job.phase, job.cell)),
@@ -153,12 +154,13 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="processes, one torch thread each")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (then one worker, batched samples)")
     parser.add_argument(
         "--unconditional", type=int, default=0, help="also this many unlabelled samples (phase-conditional models)"
     )
     args = parser.parse_args()
 
-    model = GCDModel.load(args.checkpoint, device="cpu")
+    model = GCDModel.load(args.checkpoint, device=args.device)
     phases = [(p, label) for p, label in model_phases(model) if not args.phases or p in args.phases]
     jobs = []
     for phase, label in phases:
@@ -194,7 +196,10 @@ def main() -> None:
     if args.baselines:
         header += ["baseline: perfect", "baseline: mean phase fraction", "baseline: s/sample"]
     sampling = f"{args.sampler.upper()} {args.steps} steps x resample {args.resample}"
-    print(f"Model {args.checkpoint}: {sampling}, seed {args.seed}; {args.workers} worker(s) x 1 thread")
+    where = f"{args.device}, batches of {args.batch}"
+    if args.device == "cpu":
+        where = f"{args.workers} worker(s) x 1 thread"
+    print(f"Model {args.checkpoint}: {sampling}, seed {args.seed}; {where}")
     if args.baselines:
         print(
             f"Baseline {args.baselines}/<phase>: {args.baseline_steps} Euler-Maruyama steps + "

@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from gcd_core import __version__
-from gcd_core.checkpoint import DEFAULT_CRYSTAL_MODEL
+from gcd_core.checkpoint import DEFAULT_CRYSTAL_MODEL, DEFAULT_XANES_MODEL
 from gcd_core.errors import GCDError
 
 PROG = "gcd"
@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_HelpFormatter,
     )
     p.add_argument("out_dir", metavar="OUT_DIR", type=Path, help="output directory")
-    data = p.add_argument_group("data (one of --structures / --crystal)")
+    data = p.add_argument_group("data (one of --structures / --crystal / --carbon)")
     source = data.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--structures",
@@ -131,6 +131,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PHASE",
         help=f"train on ideal crystals: {', '.join(sorted(PHASES))}; several phases make a phase-conditional "
         "model (classifier-free), each phase on its own voxel grid unless --voxel-size is given",
+    )
+    source.add_argument(
+        "--carbon",
+        nargs="?",
+        const="default",
+        metavar="ROOT",
+        help="the amorphous-carbon cells (training split by structure; default ROOT: ../shared/data/a-C)",
+    )
+    data.add_argument(
+        "--spectrum-condition",
+        action="store_true",
+        help="condition on each structure's mean XANES spectrum (classifier-free); needs site spectra",
     )
     data.add_argument(
         "--supercell",
@@ -211,6 +223,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra loss weight on occupied voxels",
     )
     opt.add_argument(
+        "--drop-probability",
+        type=_fraction,
+        default=defaults.drop_probability,
+        metavar="P",
+        help="conditioning dropout (classifier-free guidance)",
+    )
+    opt.add_argument(
+        "--fit-steps-to-budget",
+        action="store_true",
+        help="with --time-budget: after the warm-up, lower --steps to what the budget allows, so the learning "
+        "rate still decays to its end",
+    )
+    opt.add_argument(
         "--checkpoint-every", type=_positive_int, default=defaults.checkpoint_every, metavar="N", help="steps"
     )
     opt.add_argument("--log-every", type=_positive_int, default=defaults.log_every, metavar="N", help="steps")
@@ -223,6 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     opt.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     opt.add_argument("--no-resume", action="store_true", help="start afresh even if OUT_DIR has a checkpoint")
+    opt.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="MODEL",
+        help="start from these weights (a model.pt of the same network; fresh optimizer and schedule)",
+    )
     p.set_defaults(func=cmd_train)
 
     # ------------------------------------------------------------------------------------------- generate
@@ -266,6 +297,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="same seed and options, same structures")
     p.add_argument("--label", help="class label (conditional models)")
     p.add_argument("--guidance-scale", type=float, default=1.0, metavar="S", help="classifier-free guidance scale")
+    target = p.add_argument_group("XANES target (spectrum-conditioned models)")
+    source = target.add_mutually_exclusive_group()
+    source.add_argument(
+        "--target-spectrum", type=Path, metavar="FILE", help="two columns, energy (eV) and intensity; resampled"
+    )
+    source.add_argument(
+        "--target-structure", metavar="NAME", help="the mean spectrum of a cell of the a-C data (e.g. d3.5_2)"
+    )
+    target.add_argument(
+        "--spectrum-guidance",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="G",
+        help="gradient guidance toward the target through the XANES forward model (0: off)",
+    )
+    target.add_argument(
+        "--xanes-model", type=Path, default=DEFAULT_XANES_MODEL, metavar="PATH", help="the forward model"
+    )
+    p.add_argument(
+        "--fit-grid",
+        action="store_true",
+        help="lay the cell on the nearest grid the network takes (slightly stretched voxels) instead of refusing it",
+    )
     p.add_argument(
         "--merge-distance",
         type=_positive_float,
@@ -328,6 +382,18 @@ def _load_training_data(args: argparse.Namespace) -> tuple[list[Any], dict[str, 
             "c": args.c,
             "label_cells": cells,
         }
+    elif args.carbon:
+        from gcd_core.data.amorphous import load_carbon_dataset, split_by_structure
+
+        root = None if args.carbon == "default" else args.carbon
+        structures, held_out = split_by_structure(load_carbon_dataset(root))
+        description = {
+            "source": "carbon",
+            "root": str(root or "../shared/data/a-C"),
+            "split": "split_by_structure(validation_fraction=0.2, seed=0)",
+            "train": [a.info["name"] for a in structures],
+            "held_out": [a.info["name"] for a in held_out],
+        }
     else:
         from gcd_core.io import read_structures
 
@@ -373,6 +439,31 @@ def _labels(structures: Sequence[Any], key: str) -> tuple[list[str], list[int]]:
     return classes, [classes.index(n) for n in names]
 
 
+def _spectrum_vectors(structures: Sequence[Any]) -> np.ndarray:
+    from gcd_core.physics.spectra import conditioning_vector
+
+    missing = [i for i, a in enumerate(structures) if "xanes" not in a.arrays]
+    if missing:
+        raise GCDError(f"--spectrum-condition: structures {missing[:5]} carry no site spectra (atoms.arrays['xanes'])")
+    return np.stack([conditioning_vector(a.arrays["xanes"].mean(axis=0)) for a in structures]).astype(np.float32)
+
+
+def _target_spectrum(args: argparse.Namespace) -> np.ndarray | None:
+    """The target spectrum on the model's energy grid (unit area), from a file or a named a-C cell."""
+    if args.target_spectrum is not None:
+        from gcd_core.physics.spectra import read_spectrum
+
+        return read_spectrum(args.target_spectrum)
+    if args.target_structure is not None:
+        from gcd_core.data.amorphous import load_carbon_dataset, structure_spectrum
+
+        cells = {a.info["name"]: a for a in load_carbon_dataset()}
+        if args.target_structure not in cells:
+            raise GCDError(f"no a-C cell named {args.target_structure!r}; the data holds {sorted(cells)}")
+        return structure_spectrum(cells[args.target_structure])
+    return None
+
+
 def _loss_curve(loss_log: Sequence[dict], max_points: int = MAX_CURVE_POINTS) -> list[list[float]]:
     """``[step, loss]`` pairs, evenly subsampled to at most ``max_points`` (the last entry always kept)."""
     if not loss_log:
@@ -400,6 +491,13 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         data["labels_from_info"] = label_key
     if args.crystal:
         structure_grids = [grid.with_options(**label_grids[a.info["phase"]]) for a in structures]
+    vectors = None
+    if args.spectrum_condition:
+        from gcd_core.physics.spectra import SPECTRUM_VECTOR_NAME
+
+        vectors = _spectrum_vectors(structures)
+        conditioning.vector_dim, conditioning.vector_name = vectors.shape[1], SPECTRUM_VECTOR_NAME
+        data["spectrum_condition"] = "mean site spectrum, gcd_core.physics.spectra.conditioning_vector"
     torch.manual_seed(args.seed)  # the same command builds the same initial weights
     net = UNet3D(
         in_channels=grid.n_channels,
@@ -408,10 +506,18 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         channel_mults=args.channel_mults,
         num_res_blocks=args.num_res_blocks,
         num_classes=len(conditioning.labels),
+        vector_dim=conditioning.vector_dim,
     )
     model = GCDModel(net, grid, schedule_from_config(args.schedule), args.prediction, conditioning)
+    if args.init_from is not None:
+        start = GCDModel.load(args.init_from, device="cpu")
+        if start.net.config != net.config:
+            raise GCDError(f"--init-from {args.init_from}: its network {start.net.config} differs from {net.config}")
+        net.load_state_dict(start.net.state_dict())
+        data["init_from"] = str(args.init_from)
     dataset = VoxelDataset(
-        structures, grid, labels=labels, stride=net.stride, structure_grids=structure_grids, equal_voxels=True
+        structures, grid, labels=labels, vectors=vectors, stride=net.stride, structure_grids=structure_grids,
+        equal_voxels=True, fit_to_stride=bool(args.carbon),  # amorphous cells of five sizes: no edge fits all
     )
     config = TrainConfig(
         steps=args.steps,
@@ -421,6 +527,8 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         ema_decay=args.ema_decay,
         grad_clip=args.grad_clip,
         occupied_weight=args.occupied_weight,
+        drop_probability=args.drop_probability,
+        fit_steps_to_budget=args.fit_steps_to_budget,
         checkpoint_every=args.checkpoint_every,
         log_every=args.log_every,
         seed=args.seed,
@@ -505,10 +613,27 @@ def cmd_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     # Check the cell first (errors before any sampling) and report the voxel stretch once, not per call.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", GridStretchWarning)
-        layout = grid_layout_for(model, cell, args.label)
+        layout = grid_layout_for(model, cell, args.label, args.fit_grid)
     for warning in caught:
         print(f"{PROG}: warning: {warning.message}", file=sys.stderr)
-    model.conditioning_tensors(1, args.label)  # a bad or unexpected label fails here, before sampling
+    target = _target_spectrum(args)
+    if args.spectrum_guidance and target is None:
+        raise GCDError("--spectrum-guidance needs a target: --target-spectrum FILE or --target-structure NAME")
+    vector = None
+    if target is not None and model.conditioning.vector_dim:
+        from gcd_core.physics.spectra import conditioning_vector
+
+        vector = conditioning_vector(target)
+    elif target is not None and not args.spectrum_guidance:
+        raise GCDError("this model is not spectrum-conditioned; add --spectrum-guidance G to steer it by gradient")
+    model.conditioning_tensors(1, args.label, vector)  # a bad label or vector fails here, before sampling
+    guide = None
+    if args.spectrum_guidance:
+        from gcd_core.guidance import spectrum_guidance
+        from gcd_core.physics.xanes import XanesForwardModel
+
+        forward = XanesForwardModel.load(args.xanes_model, device=device)
+        guide = spectrum_guidance(model.grid_for(args.label), forward, target, cell)
     request = GenerationRequest(
         cell_lengths=cell,
         num_samples=args.num_samples,
@@ -519,6 +644,8 @@ def cmd_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         label=args.label,
         guidance_scale=args.guidance_scale,
         merge_distance=args.merge_distance,
+        vector=vector,
+        fit_to_stride=args.fit_grid,
     )
     print(
         f"sampling {args.num_samples} structure(s) in a {' x '.join(f'{v:g}' for v in cell)} A cell "
@@ -527,7 +654,9 @@ def cmd_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GridStretchWarning)
-        structures = generate(model, request, progress=True)
+        structures = generate(
+            model, request, progress=True, gradient_guidance=guide, gradient_scale=args.spectrum_guidance
+        )
     paths = write_structures(structures, args.out, args.format, one_file=args.one_file)
     for index, atoms in enumerate(structures):
         path = paths[0] if args.one_file else paths[index]

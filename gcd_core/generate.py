@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -12,7 +13,7 @@ from gcd_core.device import make_generator
 from gcd_core.diffusion.samplers import SAMPLERS, Frame, Inpaint
 from gcd_core.errors import GCDError
 from gcd_core.model import GCDModel
-from gcd_core.representation.grid import GridLayout
+from gcd_core.representation.grid import GridLayout, GridStretchWarning
 
 
 @dataclass
@@ -31,6 +32,9 @@ class GenerationRequest:
     scalars: dict[str, float] | None = None
     guidance_scale: float = 1.0
     merge_distance: float | None = None  # A; merges doubled atoms, keeping the more occupied one
+    # lay the cell on the nearest grid the network takes (slightly stretched voxels) instead of refusing a cell
+    # that is not a whole multiple of its stride: for amorphous cells, whose edge follows the density
+    fit_to_stride: bool = False
 
     def validate(self) -> None:
         if self.num_samples < 1:
@@ -45,12 +49,18 @@ class GenerationRequest:
             raise GCDError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
 
 
-def grid_layout_for(model: GCDModel, cell_lengths: Sequence[float], label: str | int | None = None) -> GridLayout:
+def grid_layout_for(
+    model: GCDModel, cell_lengths: Sequence[float], label: str | int | None = None, fit_to_stride: bool = False
+) -> GridLayout:
     """The grid for a cell (of class ``label``), checked against the network's stride (grids must halve
-    cleanly at each level)."""
+    cleanly at each level), or with ``fit_to_stride`` rounded to the nearest such grid."""
     grid = model.grid_for(label)
-    layout = grid.layout(cell_lengths)
     stride = model.net.stride
+    if fit_to_stride:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", GridStretchWarning)
+            return grid.layout(cell_lengths, multiple_of=stride)
+    layout = grid.layout(cell_lengths)
     bad = [n for n in layout.shape if n % stride]
     if bad:
         nearest = [
@@ -64,18 +74,29 @@ def grid_layout_for(model: GCDModel, cell_lengths: Sequence[float], label: str |
 
 
 def generate_frames(
-    model: GCDModel, request: GenerationRequest, inpaint: Inpaint | None = None
+    model: GCDModel,
+    request: GenerationRequest,
+    inpaint: Inpaint | None = None,
+    gradient_guidance: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    gradient_scale: float = 0.0,
 ) -> Iterator[Frame]:
-    """Run the sampler, yielding a frame (model-space grids) after every step."""
+    """Run the sampler, yielding a frame (model-space grids) after every step. ``gradient_guidance``
+    (``x0_hat -> loss[B]``, e.g. :func:`gcd_core.guidance.spectrum_guidance`) pushes every step's clean
+    estimate downhill, scaled by ``gradient_scale``."""
     request.validate()
-    layout = grid_layout_for(model, request.cell_lengths, request.label)
+    layout = grid_layout_for(model, request.cell_lengths, request.label, request.fit_to_stride)
     device = model.device
     generator = make_generator(request.seed, device)
     shape = (request.num_samples, model.grid.n_channels, *layout.shape)
     x = torch.randn(shape, generator=generator, device=device)
     vector = None if request.vector is None else torch.as_tensor(request.vector, dtype=torch.float32)
     conditioning = model.conditioning_tensors(request.num_samples, request.label, vector, request.scalars)
-    denoiser = model.denoiser(conditioning, guidance_scale=request.guidance_scale)
+    denoiser = model.denoiser(
+        conditioning,
+        guidance_scale=request.guidance_scale,
+        gradient_guidance=gradient_guidance,
+        gradient_scale=gradient_scale,
+    )
     sampler = SAMPLERS[request.sampler]
     model.net.eval()
     yield from sampler(
@@ -92,10 +113,15 @@ def decode_frame(model: GCDModel, frame: Frame, request: GenerationRequest) -> l
 
 
 def generate(
-    model: GCDModel, request: GenerationRequest, inpaint: Inpaint | None = None, progress: bool = False
+    model: GCDModel,
+    request: GenerationRequest,
+    inpaint: Inpaint | None = None,
+    progress: bool = False,
+    gradient_guidance: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    gradient_scale: float = 0.0,
 ) -> list[Atoms]:
-    """Generate ``request.num_samples`` structures."""
-    frames = generate_frames(model, request, inpaint)
+    """Generate ``request.num_samples`` structures (guidance as in :func:`generate_frames`)."""
+    frames = generate_frames(model, request, inpaint, gradient_guidance, gradient_scale)
     if progress:
         from tqdm.auto import tqdm
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from gcd_core.cli import main
+from gcd_core.data.amorphous import DEFAULT_ROOT
 from gcd_core.data.crystals import crystal
 from gcd_core.errors import GCDError
 from gcd_core.io import read_structures, write_structures
@@ -279,9 +280,9 @@ def test_phase_conditional_crystals_each_on_their_own_voxels(
     capsys.readouterr()
     assert main(["inspect", checkpoint]) == 0
     text = capsys.readouterr().out
-    assert "labels ['bcc', 'hcp']" in text and "Mg on [0.8025, 0.69499, 0.65125] A voxels" in text
+    assert "labels ['bcc', 'hcp']" in text and "Mg on [0.8025, 0.92665, 0.65125] A voxels" in text
     metadata = json.loads((out / "model.json").read_text())
-    assert metadata["data"]["label_cells"]["hcp"] == pytest.approx([6.42, 5.55988, 5.21], abs=1e-5)
+    assert metadata["data"]["label_cells"]["hcp"] == pytest.approx([6.42, 22.23953, 5.21], abs=1e-5)
     assert len(metadata["train_cells"]) == 4  # two phases x two sizes
     from gcd_core.model import GCDModel
 
@@ -292,7 +293,7 @@ def test_phase_conditional_crystals_each_on_their_own_voxels(
     generate = ["generate", checkpoint, "--label", "hcp", "--supercell", "2", "--steps", "2", "--out", str(sample)]
     assert main([*generate, "--merge-distance", "2.0", "--one-file"]) == 0
     atoms = ase.io.read(sample)
-    assert np.allclose(atoms.cell.lengths(), (12.84, 11.11977, 10.42), atol=1e-4)
+    assert np.allclose(atoms.cell.lengths(), (12.84, 44.47907, 10.42), atol=1e-4)
     assert set(atoms.get_chemical_symbols()) <= {"Mg"}
 
 
@@ -423,3 +424,37 @@ def test_io_round_trip_and_errors(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(GCDError, match="no structure files"):
         read_structures(tmp_path / "empty")
+
+
+# ---------------------------------------------------------------------------------------- spectrum targets
+@pytest.mark.skipif(not DEFAULT_ROOT.is_dir(), reason="needs ../shared/data/a-C")
+def test_spectrum_conditioned_carbon_model_trains_and_samples_toward_a_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "carbon"
+    argv = ["train", str(out), "--carbon", "--spectrum-condition", "--voxel-size", "0.6", "--channel-mults", "1", "2"]
+    assert main([*argv, "--base-channels", "8", "--steps", "2", "--batch-size", "2"]) == 0
+    metadata = json.loads((out / "model.json").read_text())
+    assert metadata["data"]["source"] == "carbon" and len(metadata["data"]["held_out"]) == 6
+    assert not set(metadata["data"]["train"]) & set(metadata["data"]["held_out"])  # split by whole cells
+    capsys.readouterr()
+    assert main(["inspect", str(out / "model.pt")]) == 0
+    assert "vector xanes [100]" in capsys.readouterr().out
+
+    model = str(out / "model.pt")
+    sample = tmp_path / "sample.extxyz"
+    generate = ["generate", model, "--cell", "12", "12", "12", "--steps", "2", "--out", str(sample), "--one-file"]
+    # 12 A is 20 voxels of 0.6 A: it fits; 12.5 A (20.8) does not, unless the grid is fitted
+    assert main([*generate, "--target-structure", "d3.5_2", "--spectrum-guidance", "1"]) == 0
+    assert ase.io.read(sample).cell.lengths() == pytest.approx([12, 12, 12])
+    stretched = [*generate[:2], "--cell", "12.5", "12.5", "12.5", *generate[6:]]
+    assert "multiples of 2" in _error(capsys, stretched)
+    assert main([*stretched, "--fit-grid"]) == 0
+
+    spectrum = tmp_path / "target.txt"
+    spectrum.write_text("\n".join(f"{e} {np.exp(-((e - 290) / 5) ** 2)}" for e in np.linspace(270, 320, 60)))
+    assert main([*generate, "--target-spectrum", str(spectrum), "--guidance-scale", "2"]) == 0
+    spectrum.write_text("energy intensity\n285 1\n")
+    assert "target.txt" in _error(capsys, [*generate, "--target-spectrum", str(spectrum)])
+    assert "no a-C cell named" in _error(capsys, [*generate, "--target-structure", "d9.9_1"])
+    assert "needs a target" in _error(capsys, [*generate, "--spectrum-guidance", "2"])

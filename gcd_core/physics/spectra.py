@@ -17,6 +17,7 @@ import numpy as np
 from gcd_core.errors import GCDError
 
 ENERGY_GRID = np.linspace(274.5, 314.5, 100)  # eV
+SPECTRUM_VECTOR_NAME = "xanes"  # Conditioning.vector_name of models conditioned on conditioning_vector()
 MAX_FILE_BYTES = 1_000_000
 MIN_POINTS = 10
 MIN_COVERAGE = 0.6  # a file must span at least this fraction of the grid's energy range
@@ -33,6 +34,12 @@ def normalise(intensity: np.ndarray, energies: np.ndarray = ENERGY_GRID) -> np.n
     if np.any(area <= 0):
         raise GCDError("a spectrum with no positive area cannot be normalised")
     return intensity / np.expand_dims(area, -1)
+
+
+def conditioning_vector(intensity: np.ndarray, energies: np.ndarray = ENERGY_GRID) -> np.ndarray:
+    """A spectrum as a network conditions on it: unit area times the energy span, so its mean is about 1
+    (unit-area values are ~1/40 per eV, too small for an MLP's input)."""
+    return normalise(intensity, energies) * float(energies[-1] - energies[0])
 
 
 def resample(energies: np.ndarray, intensity: np.ndarray, grid: np.ndarray = ENERGY_GRID) -> np.ndarray:

@@ -129,13 +129,15 @@ class VoxelGrid:
         start = self.n_species + 3 * species_index
         return slice(start, start + 3)
 
-    def layout(self, cell_lengths: Sequence[float], warn: bool = True) -> GridLayout:
-        """Voxel counts for a cell: the nearest whole number per axis; the stretch is reported."""
+    def layout(self, cell_lengths: Sequence[float], warn: bool = True, multiple_of: int = 1) -> GridLayout:
+        """Voxel counts for a cell: the nearest whole number per axis (the nearest multiple of ``multiple_of``,
+        for a network that halves the grid); the stretch is reported."""
         lengths = tuple(float(v) for v in cell_lengths)
         if len(lengths) != 3 or not all(v > 0 for v in lengths):
             raise GCDError(f"cell lengths must be three positive numbers, got {cell_lengths}")
         nominal = self.nominal_edges
-        shape = tuple(max(1, round(v / h)) for v, h in zip(lengths, nominal, strict=True))
+        m = int(multiple_of)
+        shape = tuple(max(m, m * round(v / h / m)) for v, h in zip(lengths, nominal, strict=True))
         edges = tuple(v / n for v, n in zip(lengths, shape, strict=True))
         stretch = tuple(e / h - 1 for e, h in zip(edges, nominal, strict=True))
         layout = GridLayout(shape, lengths, edges, stretch)  # type: ignore[arg-type]
@@ -177,12 +179,14 @@ class VoxelGrid:
         structures: Atoms | Sequence[Atoms],
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
+        multiple_of: int = 1,
     ) -> torch.Tensor:
-        """Encode one structure or a batch of structures with the same grid shape into ``[B, C, X, Y, Z]``."""
+        """Encode one structure or a batch of structures with the same grid shape into ``[B, C, X, Y, Z]``
+        (voxel counts rounded to multiples of ``multiple_of``, see :meth:`layout`)."""
         batch = [structures] if isinstance(structures, Atoms) else list(structures)
         if not batch:
             raise GCDError("nothing to encode: the list of structures is empty")
-        layouts = [self.layout(cell_lengths_of(a)) for a in batch]
+        layouts = [self.layout(cell_lengths_of(a), multiple_of=multiple_of) for a in batch]
         shape = layouts[0].shape
         for n, lay in enumerate(layouts):
             if lay.shape != shape:

@@ -24,6 +24,10 @@ class VoxelDataset:
     ``Conditioning.label_grids``); all must have the same channels. With ``equal_voxels`` a batch of a larger
     grid holds proportionally fewer structures (``batch_size`` applies to the smallest grid), so every step
     costs about the same whatever the cell.
+
+    ``fit_to_stride`` lays each cell on the nearest grid whose sides are multiples of ``stride`` (stretching the
+    voxels a little) instead of refusing cells that are not: for data with many cell sizes (amorphous cells of
+    several densities), where no one voxel edge fits them all.
     """
 
     def __init__(
@@ -37,6 +41,7 @@ class VoxelDataset:
         stride: int = 1,
         structure_grids: Sequence[VoxelGrid] | None = None,
         equal_voxels: bool = False,
+        fit_to_stride: bool = False,
     ) -> None:
         self.structures = list(structures)
         if not self.structures:
@@ -44,6 +49,7 @@ class VoxelDataset:
         self.grid = grid
         self.augment = augment
         self.equal_voxels = equal_voxels
+        self.multiple_of = stride if fit_to_stride else 1
         n = len(self.structures)
         self.grids = [grid] * n if structure_grids is None else list(structure_grids)
         if len(self.grids) != n:
@@ -60,7 +66,7 @@ class VoxelDataset:
         for index, atoms in enumerate(self.structures):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", GridStretchWarning)
-                layout = self.grids[index].layout(cell_lengths_of(atoms))
+                layout = self.grids[index].layout(cell_lengths_of(atoms), multiple_of=self.multiple_of)
             if any(v % stride for v in layout.shape):
                 raise GCDError(
                     f"structure {index} gives a {layout.shape} grid; the network needs multiples of {stride} "
@@ -113,7 +119,9 @@ class VoxelDataset:
             warnings.simplefilter("ignore", GridStretchWarning)
             for positions in by_grid.values():
                 grid = self.grids[int(chosen[positions[0]])]
-                grids[positions] = grid.encode([augmented[p] for p in positions], device=device)
+                grids[positions] = grid.encode(
+                    [augmented[p] for p in positions], device=device, multiple_of=self.multiple_of
+                )
         conditioning: dict[str, torch.Tensor] = {}
         if self.labels is not None:
             conditioning["label"] = torch.as_tensor(self.labels[chosen], device=device)

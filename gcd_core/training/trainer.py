@@ -27,6 +27,7 @@ from gcd_core.model import GCDModel
 from gcd_core.training.dataset import VoxelDataset
 
 CHECKPOINT_NAME = "checkpoint.pt"
+REFIT_EVERY = 200
 LOSS_LOG_NAME = "loss_log.csv"
 
 
@@ -47,6 +48,9 @@ class TrainConfig:
     log_every: int = 25
     seed: int = 0
     time_budget_s: float | None = None  # stop early (and checkpoint) after this much wall time
+    # with a time budget: once the step time is known (after the warm-up), lower ``steps`` to what the budget
+    # allows, so the cosine learning rate still decays to its end rather than being cut off mid-way
+    fit_steps_to_budget: bool = False
 
     def lr_at(self, step: int) -> float:
         if step < self.warmup_steps:
@@ -159,6 +163,11 @@ def train(
             net, device_ids=[context.device.index] if context.device.type == "cuda" else None
         )
     autocast = config.mixed_precision and context.device.type == "cuda"
+    if context.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # a few grid shapes, each seen many times
+    # fit_steps_to_budget re-reads the step time every REFIT_EVERY steps (the first steps of each grid shape pay
+    # for cuDNN's autotuning, so an early reading alone would stop far too soon)
+    planned_steps, mark = config.steps, None
     net.train()
     bar = None
     if progress and context.is_main:
@@ -194,7 +203,19 @@ def train(
         window.append(float(loss.detach()))
         if bar is not None:
             bar.update(1)
-        out_of_time = config.time_budget_s is not None and time.perf_counter() - started > config.time_budget_s
+        elapsed = time.perf_counter() - started
+        out_of_time = config.time_budget_s is not None and elapsed > config.time_budget_s
+        if config.fit_steps_to_budget and config.time_budget_s and (step - start_step) % REFIT_EVERY == 10:
+            if mark is not None:
+                per_step = (elapsed - mark[1]) / (step - mark[0])
+                fitted = step + int((config.time_budget_s - elapsed) / per_step)
+                affordable = torch.tensor([min(planned_steps, max(step, fitted))], device=context.device)
+                if context.world_size > 1:  # every rank must stop at the same step
+                    dist.all_reduce(affordable, op=dist.ReduceOp.MIN)
+                config.steps = int(affordable.item())
+                if bar is not None:
+                    bar.total = config.steps
+            mark = (step, elapsed)
         if context.world_size > 1:
             flag = torch.tensor([float(out_of_time)], device=context.device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # every rank stops at the same step

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Trains the two shipped voxel models side by side on one GPU, each within the same time budget (the learning
+# rate schedule is fitted to it), then writes model.pt, model.json and loss_log.csv of each under OUT_DIR.
+#   bash benchmarks/train_models_gpu.sh OUT_DIR BUDGET_SECONDS A_C_DATA_ROOT
+set -u
+out=$1
+budget=$2
+data=$3
+work=${TRAIN_WORK_DIR:-/tmp/gcd_train}
+mkdir -p "$out" "$work"
+export TQDM_DISABLE=1
+python -m gcd_core.cli train "$work/crystal_phases" --crystal sc bcc fcc hcp diamond --cell-multiples 1 2 3 \
+    --base-channels 32 --channel-mults 1 2 2 2 --steps 40000 --batch-size 32 --lr 1e-3 --seed 0 \
+    --checkpoint-every 2000 --time-budget "$budget" --fit-steps-to-budget --device cuda \
+    >"$out/crystal_train.log" 2>&1 &
+python -m gcd_core.cli train "$work/carbon_xanes" --carbon "$data" --spectrum-condition --voxel-size 0.438 \
+    --base-channels 32 --channel-mults 1 2 --num-res-blocks 2 --steps 40000 --batch-size 16 --lr 1e-3 \
+    --drop-probability 0.15 --seed 0 --checkpoint-every 2000 --time-budget "$budget" --fit-steps-to-budget \
+    --device cuda >"$out/carbon_train.log" 2>&1 &
+wait
+for name in crystal_phases carbon_xanes; do
+    mkdir -p "$out/$name"
+    cp "$work/$name/model.pt" "$work/$name/model.json" "$out/$name/"
+done
+tail -n 3 "$out/crystal_train.log" "$out/carbon_train.log"

@@ -1,0 +1,85 @@
+"""Spectrum guidance on the voxel grid: sites read off a grid, and gradients that move the spectrum to a target."""
+
+import numpy as np
+import pytest
+import torch
+
+from gcd_core.checkpoint import ASSETS_DIR
+from gcd_core.data.amorphous import DEFAULT_ROOT, load_carbon_dataset, structure_spectrum
+from gcd_core.errors import GCDError
+from gcd_core.guidance import grid_sites, spectral_error, spectrum_guidance
+from gcd_core.physics.spectra import ENERGY_GRID, conditioning_vector
+from gcd_core.physics.xanes import XanesForwardModel
+from gcd_core.representation.grid import VoxelGrid
+
+pytestmark = pytest.mark.skipif(not DEFAULT_ROOT.is_dir(), reason="needs ../shared/data/a-C")
+VOXEL = 0.438
+
+
+@pytest.fixture(scope="module")
+def cells():
+    return {a.info["name"]: a for a in load_carbon_dataset()}
+
+
+@pytest.fixture(scope="module")
+def forward():
+    model = XanesForwardModel.load(ASSETS_DIR / "xanes_forward.pt")
+    model.eval()
+    return model
+
+
+def encoded(atoms, grid: VoxelGrid) -> torch.Tensor:
+    return grid.to_model_space(grid.encode([atoms], multiple_of=2))
+
+
+def test_layout_rounds_to_a_multiple_and_reports_the_stretch():
+    grid = VoxelGrid(("C",), VOXEL)
+    layout = grid.layout((11.999,) * 3, warn=False)  # 27.4 voxels
+    assert layout.shape == (27, 27, 27)
+    even = grid.layout((11.999,) * 3, warn=False, multiple_of=2)
+    assert even.shape == (28, 28, 28) and even.stretch[0] == pytest.approx(11.999 / 28 / VOXEL - 1)
+
+
+def test_grid_sites_are_the_atoms_where_voxels_are_occupied(cells):
+    atoms = cells["d2.5_2"]
+    grid = VoxelGrid(("C",), VOXEL)
+    positions, occupancy = grid_sites(grid, encoded(atoms, grid), atoms.cell.lengths())
+    occupied = positions[0][occupancy[0] > 0.5].numpy()
+    assert len(occupied) == len(atoms)
+    delta = occupied[:, None] - atoms.positions[None]
+    delta -= atoms.cell.lengths() * np.round(delta / atoms.cell.lengths())
+    assert np.linalg.norm(delta, axis=-1).min(axis=1).max() < 1e-4
+
+
+def test_the_grid_spectrum_of_an_encoded_cell_is_its_forward_model_spectrum(cells, forward):
+    atoms = cells["d3.5_2"]
+    grid = VoxelGrid(("C",), VOXEL)
+    loss = spectrum_guidance(grid, forward, forward.spectrum(atoms), atoms.cell.lengths())
+    assert float(loss(encoded(atoms, grid))[0].detach()) < 1e-3  # the same sites: the same spectrum
+
+
+def test_gradient_steps_move_the_grid_spectrum_toward_the_target(cells, forward):
+    """Start from a 1.5 g/cm3 (sp2) cell and follow the guidance gradient toward a 3.5 g/cm3 (sp3) spectrum."""
+    start, target_cell = cells["d1.5_2"], cells["d3.5_2"]
+    target = structure_spectrum(target_cell)
+    grid = VoxelGrid(("C",), VOXEL)
+    loss = spectrum_guidance(grid, forward, target, start.cell.lengths())
+    x = encoded(start, grid).requires_grad_(True)
+    first = float(loss(x)[0].detach())
+    optimizer = torch.optim.Adam([x], lr=0.02)
+    for _ in range(30):
+        optimizer.zero_grad()
+        loss(x).sum().backward()
+        optimizer.step()
+    assert float(loss(x)[0].detach()) < 0.7 * first
+
+
+def test_spectral_error_and_conditioning_vector(cells, forward):
+    atoms = cells["d2.0_1"]
+    own = forward.spectrum(atoms)
+    assert spectral_error(forward, [atoms], own)[0] < 1e-6
+    assert spectral_error(forward, [atoms], structure_spectrum(cells["d3.5_2"]))[0] > 0.05
+    vector = conditioning_vector(structure_spectrum(atoms))
+    assert vector.shape == ENERGY_GRID.shape and vector.mean() == pytest.approx(1.0, rel=0.05)
+    with pytest.raises(GCDError, match="100 values"):
+        spectrum_guidance(VoxelGrid(("C",), VOXEL), forward, np.ones(50), atoms.cell.lengths())
