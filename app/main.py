@@ -17,14 +17,24 @@ if _ROOT not in sys.path:
 
 import panel as pn  # noqa: E402
 
+from app.state import SHIPPED_MODELS  # noqa: E402
 from app.views import TITLE, Dashboard, session_dispatch  # noqa: E402
 
 pn.extension("vtk", "tabulator")
 
 
+def requested_model() -> str | None:
+    """The shipped model named by the page's ``?model=`` argument (crystals or carbon); None for the default.
+    Only shipped names are taken: a URL must not make the server open arbitrary files."""
+    args = pn.state.session_args if pn.state.curdoc is not None else {}
+    values = args.get("model") or []
+    name = values[0].decode(errors="replace") if values else None
+    return name if name in SHIPPED_MODELS else None
+
+
 def create_app(checkpoint: str | Path | None = None) -> Dashboard:
     """Build one session's dashboard (a Panel viewable)."""
-    dashboard = Dashboard(checkpoint, dispatch=session_dispatch())
+    dashboard = Dashboard(checkpoint or requested_model(), dispatch=session_dispatch())
     if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
         pn.state.on_session_destroyed(lambda context: dashboard.on_session_destroyed())
     return dashboard

@@ -25,20 +25,26 @@ import param
 import torch
 from ase import Atoms
 
-from gcd_core.checkpoint import DEFAULT_CRYSTAL_MODEL
+from gcd_core.checkpoint import DEFAULT_CARBON_MODEL, DEFAULT_CRYSTAL_MODEL, DEFAULT_XANES_MODEL, EXAMPLE_SPECTRA_DIR
 from gcd_core.data.crystals import PHASES, ideal_atom_count
 from gcd_core.device import resolve_device
 from gcd_core.diffusion.samplers import SAMPLERS, Frame
 from gcd_core.errors import GCDError
 from gcd_core.generate import GenerationRequest, decode_frame, generate_frames, grid_layout_for
+from gcd_core.guidance import spectrum_guidance
 from gcd_core.io import sample_name, write_structures
 from gcd_core.model import GCDModel
-from gcd_core.physics import judge_phase, mass_density, space_group
+from gcd_core.physics import hybridisation, judge_phase, mass_density, space_group
+from gcd_core.physics.analysis import radial_distribution
+from gcd_core.physics.spectra import ENERGY_GRID, SPECTRUM_VECTOR_NAME, conditioning_vector, normalise, read_spectrum
+from gcd_core.physics.xanes import XanesForwardModel
 from gcd_core.representation.density import density_view
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT = DEFAULT_CRYSTAL_MODEL
+# the shipped models by the names the page's ?model= argument takes
+SHIPPED_MODELS = {"crystals": DEFAULT_CRYSTAL_MODEL, "carbon": DEFAULT_CARBON_MODEL}
 CHECKPOINT_ENV = "GCD_CHECKPOINT"
 DEVICE_ENV = "GCD_DEVICE"
 PUSH_INTERVAL_S = 0.2  # at most this often a frame goes to the page; the last frame always does
@@ -46,6 +52,8 @@ DENSITY_UPSAMPLE = 2
 SYMPREC = 0.1  # A; generated positions carry a little noise
 STATUSES = ("idle", "running", "done", "cancelled", "error")
 RESULT_COLUMNS = ("sample", "atoms", "ideal", "density (g/cm³)", "space group", "phase fraction", "verdict")
+MAX_CARBON_DENSITY = 4.0  # g/cm3
+CARBON_COLUMNS = ("sample", "atoms", "density (g/cm³)", "sp2", "sp3", "mean coordination", "spectral error")
 
 Dispatch = Callable[[Callable[[], None]], None]
 
@@ -56,10 +64,17 @@ def _call_now(callback: Callable[[], None]) -> None:
 
 # ------------------------------------------------------------------------------------------ shared model
 def resolve_checkpoint(path: str | Path | None = None) -> Path:
-    """The checkpoint to serve: ``path``, else ``$GCD_CHECKPOINT``, else the shipped asset."""
+    """The checkpoint to serve: ``path`` (or a shipped model's name, see ``SHIPPED_MODELS``), else
+    ``$GCD_CHECKPOINT``, else the shipped crystal model."""
     if path is None:
         path = os.environ.get(CHECKPOINT_ENV) or DEFAULT_CHECKPOINT
+    path = SHIPPED_MODELS.get(str(path), path)
     return Path(path).expanduser().resolve()
+
+
+def is_spectrum_model(model: GCDModel | None) -> bool:
+    """An amorphous-carbon model conditioned on XANES spectra (a free cubic box and a target spectrum)."""
+    return model is not None and model.conditioning.vector_name == SPECTRUM_VECTOR_NAME
 
 
 _MODELS: dict[tuple[str, int, str], GCDModel] = {}
@@ -85,6 +100,25 @@ def load_model(path: str | Path | None = None, device: str | None = None) -> GCD
                 del _MODELS[old]  # the file was replaced; sessions still running keep their own reference
             _MODELS[key] = model
         return _MODELS[key]
+
+
+_FORWARD: dict[str, XanesForwardModel] = {}
+
+
+def load_forward_model(device: str | torch.device = "cpu") -> XanesForwardModel:
+    """The shipped XANES forward model, loaded once per process and device."""
+    key = str(device)
+    with _MODELS_LOCK:
+        if key not in _FORWARD:
+            model = XanesForwardModel.load(DEFAULT_XANES_MODEL, device=device)
+            model.eval()
+            _FORWARD[key] = model
+        return _FORWARD[key]
+
+
+def example_spectra() -> dict[str, Path]:
+    """The shipped example target spectra (``assets/spectra/*.txt``) by display name."""
+    return {path.stem: path for path in sorted(EXAMPLE_SPECTRA_DIR.glob("*.txt"))}
 
 
 # ------------------------------------------------------------------------------------------------ analysis
@@ -162,6 +196,29 @@ def analyse(structures: Sequence[Atoms], cell_lengths: Sequence[float], referenc
     return rows
 
 
+def analyse_carbon(
+    structures: Sequence[Atoms], forward: XanesForwardModel, target: np.ndarray | None
+) -> tuple[list[dict], list[np.ndarray]]:
+    """Results rows for amorphous carbon (density, sp2/sp3, coordination, spectral error against the target)
+    and each structure's forward-model spectrum (empty structures get none)."""
+    rows, spectra = [], []
+    goal = None if target is None else normalise(target)
+    for index, atoms in enumerate(structures):
+        row: dict[str, Any] = {"sample": index, "atoms": len(atoms)}
+        spectrum = np.full(len(ENERGY_GRID), np.nan)
+        # denser than diamond means overlapping atoms (an untrained or failed sample): not worth analysing
+        if len(atoms) > 1 and mass_density(atoms) < MAX_CARBON_DENSITY:
+            h = hybridisation(atoms)
+            row.update({"density (g/cm³)": round(mass_density(atoms), 3), "sp2": round(h.sp2, 3),
+                        "sp3": round(h.sp3, 3), "mean coordination": round(h.mean_coordination, 2)})
+            spectrum = normalise(forward.spectrum(atoms))
+            if goal is not None:
+                row["spectral error"] = round(float(np.linalg.norm(spectrum - goal) / np.linalg.norm(goal)), 3)
+        rows.append(row)
+        spectra.append(spectrum)
+    return rows, spectra
+
+
 # -------------------------------------------------------------------------------------------------- export
 def export_cif(structures: Sequence[Atoms], indices: Sequence[int]) -> tuple[str, bytes]:
     """(file name, bytes) of the chosen structures: one ``.cif``, or a ``.zip`` of CIFs for several."""
@@ -204,14 +261,46 @@ class GenerationSettings(param.Parameterized):
     )
     guidance_scale = param.Number(default=1.0, bounds=(0.0, 10.0), doc="Classifier-free guidance strength.")
 
+    # amorphous (spectrum-conditioned) models: a cubic box whose atom count is the model's choice, a target
+    amorphous = param.Boolean(default=False, doc="The model is spectrum-conditioned amorphous carbon.")
+    box_edge = param.Number(default=12.264, bounds=(8.8, 60.0), doc="Cubic box edge (Å); the atom count is free.")
+    target = param.Selector(default=None, objects=[None], allow_None=True, doc="A shipped example target spectrum.")
+    target_spectrum = param.Array(default=None, allow_None=True, doc="Target on the model's energy grid.")
+    target_label = param.String(default="", doc="Where the target came from.")
+    spectrum_guidance = param.Number(
+        default=0.0, bounds=(0.0, 100.0), doc="Gradient guidance toward the target through the forward model."
+    )
+
     def use_model(self, model: GCDModel | None) -> None:
-        """Offer the model's classes (phases) and pick the first."""
+        """Offer the model's classes (phases) and pick the first; spectrum models get the example targets."""
         labels = list(model.conditioning.labels) if model is not None else []
         self.param.phase.objects = [*labels, None] if labels else [None]
         self.phase = labels[0] if labels else None
+        self.amorphous = is_spectrum_model(model)
+        if self.amorphous:
+            self.param.target.objects = [None, *example_spectra()]
+            self.steps = min(self.steps, 100)
+
+    @param.depends("target", watch=True)
+    def _load_example(self) -> None:
+        if self.target is None:
+            if self.target_label.startswith("example"):
+                self.param.update(target_spectrum=None, target_label="")
+            return
+        path = example_spectra()[self.target]
+        self.param.update(target_spectrum=read_spectrum(path), target_label=f"example {path.stem}")
+
+    def upload_target(self, data: bytes, filename: str) -> None:
+        """Use an uploaded two-column file as the target; raises SpectrumFileError naming what is wrong (the
+        previous target stays)."""
+        spectrum = read_spectrum(data, name=filename)
+        self.param.update(target=None, target_spectrum=spectrum, target_label=f"uploaded {filename}")
 
     def cell_lengths(self, model: GCDModel) -> tuple[float, float, float]:
-        """The requested cell (A): the (class's) training cell times the supercell multiple."""
+        """The requested cell (A): the (class's) training cell times the supercell multiple; for amorphous
+        models the cubic box."""
+        if self.amorphous:
+            return (float(self.box_edge),) * 3
         base = model.training_cell(self.phase)
         if base is None:
             raise GCDError("this model records no training cell (metadata 'train_cells'), so it has no supercell")
@@ -220,7 +309,13 @@ class GenerationSettings(param.Parameterized):
     def request(self, model: GCDModel) -> GenerationRequest:
         """The generation request these settings describe; the cell is checked against the network."""
         cell = self.cell_lengths(model)
-        grid_layout_for(model, cell, self.phase)  # a cell the network cannot take fails here, before any thread
+        # a cell the network cannot take fails here, before any thread; an amorphous box is fitted to the grid
+        grid_layout_for(model, cell, self.phase, fit_to_stride=self.amorphous)
+        if self.amorphous and self.spectrum_guidance > 0 and self.target_spectrum is None:
+            raise GCDError("spectrum guidance needs a target spectrum: pick an example or upload one")
+        vector = None
+        if self.amorphous and self.target_spectrum is not None:
+            vector = conditioning_vector(self.target_spectrum)
         return GenerationRequest(
             cell_lengths=cell,
             num_samples=self.num_samples,
@@ -230,6 +325,8 @@ class GenerationSettings(param.Parameterized):
             seed=self.seed,
             label=self.phase,
             guidance_scale=self.guidance_scale,
+            vector=vector,
+            fit_to_stride=self.amorphous,
         )
 
 
@@ -251,6 +348,9 @@ class GenerationRun(param.Parameterized):
     cell_lengths = param.Tuple(default=None, length=3, allow_None=True)
     structures = param.List(default=[], item_type=Atoms)
     rows = param.List(default=[], doc="Results-table rows, one per structure.")
+    spectra = param.List(default=[], doc="Amorphous runs: each structure's forward-model spectrum.")
+    rdfs = param.List(default=[], doc="Amorphous runs: each structure's g(r) as (r, g).")
+    target_spectrum = param.Array(default=None, allow_None=True, doc="The target of the current (or last) run.")
     error = param.String(default="")
     cancel_requested = param.Boolean(default=False)
     first_frame_s = param.Number(default=None, allow_None=True, doc="Seconds from start to the first frame.")
@@ -279,6 +379,7 @@ class GenerationRun(param.Parameterized):
         self._last_step = 0  # the step of _last_x0
         self._request: GenerationRequest | None = None  # of the current (or last) run
         self._shown_sample = 0  # the sample the latest density belongs to
+        self._guide: Callable[[torch.Tensor], torch.Tensor] | None = None  # spectrum gradient guidance
         if model is None:
             self.param.update(status="error", error=model_error or "no model is loaded")
 
@@ -304,6 +405,11 @@ class GenerationRun(param.Parameterized):
         self.reference = reference_of(self.model, request.label)
         self._grid = self.model.grid_for(request.label)
         self._request = request
+        target = self.settings.target_spectrum if self.settings.amorphous else None
+        self._guide = None
+        if target is not None and self.settings.spectrum_guidance > 0:
+            forward = load_forward_model(self.model.device)
+            self._guide = spectrum_guidance(self._grid, forward, target, request.cell_lengths)
         self.param.update(
             status="running",
             step=0,
@@ -316,6 +422,9 @@ class GenerationRun(param.Parameterized):
             cell_lengths=tuple(request.cell_lengths),
             structures=[],
             rows=[],
+            spectra=[],
+            rdfs=[],
+            target_spectrum=None if target is None else np.array(target),
             error="",
             cancel_requested=False,
             first_frame_s=None,
@@ -359,7 +468,9 @@ class GenerationRun(param.Parameterized):
         first = True
         frames = None
         try:
-            frames = generate_frames(self.model, request)
+            frames = generate_frames(
+                self.model, request, gradient_guidance=self._guide, gradient_scale=self.settings.spectrum_guidance
+            )
             while True:
                 if self._cancel.is_set():  # checked between steps, so a cancelled run stops cleanly
                     self._publish(status="cancelled", elapsed_s=time.perf_counter() - started)
@@ -410,9 +521,20 @@ class GenerationRun(param.Parameterized):
     def _final_updates(self, frame: Frame, request: GenerationRequest) -> dict[str, Any]:
         structures = decode_frame(self.model, frame, request)
         sample = min(max(self.preview_sample, 0), len(structures) - 1)
+        analysis: dict[str, Any] = {}
+        if self.settings.amorphous:
+            forward = load_forward_model("cpu")
+            rows, spectra = analyse_carbon(structures, forward, self.target_spectrum)
+            rdfs = []
+            for atoms in structures:
+                rdf = radial_distribution(atoms, r_max=min(6.0, 0.49 * min(request.cell_lengths)))
+                rdfs.append((rdf.r, rdf.g))
+            analysis = {"rows": rows, "spectra": spectra, "rdfs": rdfs}
+        else:
+            analysis = {"rows": analyse(structures, request.cell_lengths, self.reference)}
         return {
             "structures": structures,
-            "rows": analyse(structures, request.cell_lengths, self.reference),
+            **analysis,
             "preview_atoms": structures[sample] if structures else None,
             "preview_step": frame.step,
             "status": "done",
@@ -478,5 +600,6 @@ class GenerationRun(param.Parameterized):
         """Edge (A) of one density-view voxel along each axis, for the volume viewer's spacing."""
         if self.model is None or self.cell_lengths is None:
             return None
-        layout = self._grid.layout(self.cell_lengths, warn=False)
+        multiple = self.model.net.stride if self.settings.amorphous else 1
+        layout = self._grid.layout(self.cell_lengths, warn=False, multiple_of=multiple)
         return tuple(e / DENSITY_UPSAMPLE for e in layout.voxel_edges)  # type: ignore[return-value]

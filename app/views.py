@@ -19,6 +19,7 @@ import param
 
 from app.atoms_view import AtomsView
 from app.state import (
+    CARBON_COLUMNS,
     RESULT_COLUMNS,
     Dispatch,
     GenerationRun,
@@ -34,6 +35,7 @@ from gcd_core.device import resolve_device
 from gcd_core.errors import GCDError
 from gcd_core.io import sample_name
 from gcd_core.model import GCDModel
+from gcd_core.physics.spectra import ENERGY_GRID
 
 log = logging.getLogger(__name__)
 
@@ -99,15 +101,39 @@ class SettingsPanel(pn.viewable.Viewer):
             visible=bool(labels),
         )
         self.phase.link(settings, value="phase")
+        amorphous = settings.amorphous
         self.guidance = pn.widgets.FloatSlider.from_param(
-            settings.param.guidance_scale, label="Guidance strength (phase)", step=0.5, visible=bool(labels)
+            settings.param.guidance_scale,
+            label="Guidance strength (spectrum, classifier-free)" if amorphous else "Guidance strength (phase)",
+            step=0.5,
+            visible=bool(labels) or amorphous,
+        )
+        self.supercell.visible = not amorphous
+        # amorphous carbon: a free box, a target spectrum (example or upload) and gradient guidance
+        self.box_edge = pn.widgets.FloatSlider.from_param(
+            settings.param.box_edge, label="Box edge (Å; the atom count is free)", step=0.438, visible=amorphous
+        )
+        self.target = pn.widgets.Select(
+            label="Target spectrum (example)",
+            options={"none (unconditional)": None, **{name: name for name in settings.param.target.objects if name}},
+            value=settings.target,
+            visible=amorphous,
+        )
+        self.target.link(settings, value="target")
+        self.upload = pn.widgets.FileInput(accept=".txt,.csv,.dat,.xmu", visible=amorphous, label="Upload a spectrum")
+        self.upload.param.watch(self._on_upload, "value")
+        self.target_info = pn.pane.Markdown(sizing_mode="stretch_width", visible=amorphous)
+        self.spectrum_guidance = pn.widgets.FloatSlider.from_param(
+            settings.param.spectrum_guidance, label="Gradient guidance (forward model)", step=1.0, visible=amorphous
         )
         self.generate_button = pn.widgets.Button(label="▶ Generate", color="primary")
         self.cancel_button = pn.widgets.Button(label="■ Cancel", color="warning")
         self.cell_info = pn.pane.Markdown(sizing_mode="stretch_width")
         self.generate_button.on_click(self._on_generate)
         self.cancel_button.on_click(self._on_cancel)
-        settings.param.watch(self._update_cell_info, ["supercell", "phase"])
+        settings.param.watch(self._update_cell_info, ["supercell", "phase", "box_edge"])
+        settings.param.watch(self._update_target_info, ["target_spectrum", "target_label"])
+        self._update_target_info()
         run.param.watch(self._update_buttons, ["status", "cancel_requested"])
         self._update_cell_info()
         self._update_buttons()
@@ -120,6 +146,24 @@ class SettingsPanel(pn.viewable.Viewer):
         except Exception as exc:  # e.g. no thread could be started: say so on the page
             log.exception("starting a generation failed")
             self.run.param.update(status="error", error=f"could not start the generation: {exc}")
+
+    def _on_upload(self, event: param.parameterized.Event) -> None:
+        if not event.new:
+            return
+        try:
+            self.run.settings.upload_target(event.new, self.upload.filename or "upload")
+        except GCDError as exc:  # a bad file: say why; the previous target stays
+            self.run.error = f"Target spectrum not used: {exc}"
+            return
+        self.run.error = ""
+        if self.target.value is not None:
+            self.target.value = None
+
+    def _update_target_info(self, *events: param.parameterized.Event) -> None:
+        settings = self.run.settings
+        self.target_info.object = (
+            f"Target: {settings.target_label}" if settings.target_spectrum is not None else "No target: unconditional"
+        )
 
     def _on_cancel(self, event: object = None) -> None:
         self.run.cancel()
@@ -141,7 +185,8 @@ class SettingsPanel(pn.viewable.Viewer):
             self.cell_info.object = f"⚠ {exc}"
             return
         phase = self.run.settings.phase
-        shape = model.grid_for(phase).layout(cell, warn=False).shape
+        multiple = model.net.stride if self.run.settings.amorphous else 1
+        shape = model.grid_for(phase).layout(cell, warn=False, multiple_of=multiple).shape
         text = f"cell {' × '.join(f'{v:.2f}' for v in cell)} Å, grid {' × '.join(map(str, shape))} voxels"
         reference = reference_of(model, phase)
         ideal = ideal_count(reference, cell)
@@ -154,7 +199,12 @@ class SettingsPanel(pn.viewable.Viewer):
             "### Generation",
             self.phase,
             self.supercell,
+            self.box_edge,
             self.cell_info,
+            self.target,
+            self.upload,
+            self.target_info,
+            self.spectrum_guidance,
             self.num_samples,
             self.steps,
             self.sampler,
@@ -262,8 +312,9 @@ class ResultsTable(pn.viewable.Viewer):
     def __init__(self, run: GenerationRun, **params) -> None:
         super().__init__(**params)
         self.run = run
+        self.columns = list(CARBON_COLUMNS if run.settings.amorphous else RESULT_COLUMNS)
         self.table = pn.widgets.Tabulator(
-            pd.DataFrame(columns=list(RESULT_COLUMNS)),
+            pd.DataFrame(columns=self.columns),
             selectable="checkbox",
             disabled=True,  # read-only, but rows can still be selected
             show_index=False,
@@ -275,6 +326,11 @@ class ResultsTable(pn.viewable.Viewer):
         run.param.watch(self._update_rows, ["rows"])
 
     def _reference_text(self) -> str:
+        if self.run.settings.amorphous:
+            return (
+                "Each structure's density, sp2/sp3 fractions and mean coordination (bonds under 1.85 Å), and the "
+                "relative L2 error of its forward-model spectrum against the target."
+            )
         ref = self.run.reference
         if ref.phase is None:
             return "No reference crystal is recorded for this model: the table shows space groups only."
@@ -287,7 +343,7 @@ class ResultsTable(pn.viewable.Viewer):
     def _update_rows(self, *events: param.parameterized.Event) -> None:
         self.reference_note.object = self._reference_text()  # the run's class may differ from the last one
         self.table.selection = []
-        self.table.value = pd.DataFrame(self.run.rows, columns=list(RESULT_COLUMNS))
+        self.table.value = pd.DataFrame(self.run.rows, columns=self.columns)
 
     @property
     def selected(self) -> list[int]:
@@ -300,6 +356,39 @@ class ResultsTable(pn.viewable.Viewer):
 
 
 # -------------------------------------------------------------------------------------------------- export
+class CompareView(pn.viewable.Viewer):
+    """Amorphous runs: the target spectrum over each structure's forward-model spectrum, and their g(r)."""
+
+    def __init__(self, run: GenerationRun, **params) -> None:
+        super().__init__(**params)
+        self.run = run
+        self.spectra = pn.pane.HoloViews(sizing_mode="stretch_width", height=300)
+        self.rdf = pn.pane.HoloViews(sizing_mode="stretch_width", height=300)
+        run.param.watch(self._update, ["spectra", "rdfs"])
+        self._update()
+
+    def _update(self, *events: param.parameterized.Event) -> None:
+        import holoviews as hv
+        import holoviews.plotting.bokeh  # noqa: F401  (registers the renderer that .opts() needs)
+
+        curves = []
+        if self.run.target_spectrum is not None:
+            curves.append(hv.Curve((ENERGY_GRID, self.run.target_spectrum), "energy (eV)", "intensity", label="target")
+                          .opts(color="black", line_width=3))
+        for index, spectrum in enumerate(self.run.spectra):
+            curves.append(hv.Curve((ENERGY_GRID, spectrum), "energy (eV)", "intensity", label=f"sample {index}"))
+        self.spectra.object = hv.Overlay(curves).opts(
+            title="XANES: target and forward model of each sample", responsive=True, legend_position="top_right"
+        ) if curves else None
+        rdfs = [hv.Curve((r, g), "r (Å)", "g(r)", label=f"sample {i}") for i, (r, g) in enumerate(self.run.rdfs)]
+        self.rdf.object = hv.Overlay(rdfs).opts(title="Radial distribution", responsive=True) if rdfs else None
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return pn.Column(
+            "### Compare", pn.Row(self.spectra, self.rdf, sizing_mode="stretch_width"), sizing_mode="stretch_width"
+        )
+
+
 class ExportPanel(pn.viewable.Viewer):
     """CIF download of the selected rows (all rows when none is selected): one .cif, or a .zip of several."""
 
@@ -382,6 +471,7 @@ class Dashboard(pn.viewable.Viewer):
         self.atoms = AtomsView(self.run)
         self.results = ResultsTable(self.run)
         self.export = ExportPanel(self.run, self.results)
+        self.compare = CompareView(self.run) if self.settings.amorphous else None
         self.alert = pn.pane.Alert(alert_type="danger", sizing_mode="stretch_width", visible=False)
         self.run.param.watch(self._update_alert, ["error"])
         self._update_alert()
@@ -419,13 +509,19 @@ class Dashboard(pn.viewable.Viewer):
         header = pn.Row(
             pn.pane.HTML(f"<h2 style='margin: 0'>{TITLE}</h2>", styles={"color": "white"}),
             pn.layout.HSpacer(),
+            pn.pane.HTML(
+                "<a href='?model=crystals' style='color: white'>crystals</a> · "
+                "<a href='?model=carbon' style='color: white'>amorphous carbon (XANES)</a>",
+                align="center",
+            ),
             pn.pane.HTML(f"device: <b>{self.device}</b>", styles={"color": "white"}, align="center"),
             styles={"background": "#2f5d8f", "padding": "6px 16px"},
             sizing_mode="stretch_width",
         )
         sidebar = pn.Column(self.settings_panel, pn.layout.Divider(), self.model_info(), width=340)
         viewers = pn.Row(self.live, self.atoms, sizing_mode="stretch_width")
-        main = pn.Column(self.alert, viewers, self.results, self.export, sizing_mode="stretch_width")
+        parts = [self.alert, viewers, self.results, *([self.compare] if self.compare else []), self.export]
+        main = pn.Column(*parts, sizing_mode="stretch_width")
         return pn.Column(header, pn.Row(sidebar, main, sizing_mode="stretch_width"), sizing_mode="stretch_width")
 
     def on_session_destroyed(self) -> None:

@@ -13,6 +13,8 @@ from gcd_core.errors import GCDError
 ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
 DEFAULT_CRYSTAL_MODEL = ASSETS_DIR / "crystal_phases.pt"
 DEFAULT_XANES_MODEL = ASSETS_DIR / "xanes_forward.pt"
+DEFAULT_CARBON_MODEL = ASSETS_DIR / "carbon_xanes.pt"
+EXAMPLE_SPECTRA_DIR = ASSETS_DIR / "spectra"
 
 CHECKPOINT_FORMAT = "gcd-checkpoint"
 CHECKPOINT_VERSION = 1

@@ -339,3 +339,50 @@ def test_served_session_streams_frames_from_the_worker(checkpoint: Path) -> None
         assert dashboard.run.status == "cancelled" and dashboard.run.step < 200
     finally:
         server.stop()
+
+
+# --------------------------------------------------------------------------------------- amorphous carbon
+def _save_tiny_spectrum_model(path: Path) -> Path:
+    from gcd_core.model import Conditioning
+
+    torch.manual_seed(0)
+    model = GCDModel(
+        UNet3D(in_channels=4, out_channels=4, base_channels=8, channel_mults=(1, 2), vector_dim=100),
+        VoxelGrid(("C",), 0.6),
+        CosineSchedule(),
+        "x0",
+        Conditioning(vector_dim=100, vector_name="xanes"),
+        metadata={"train_cells": [[12.0, 12.0, 12.0]]},
+    )
+    model.save(path)
+    return path
+
+
+def test_carbon_mode_targets_guidance_results_and_bad_uploads(tmp_path: Path) -> None:
+    dashboard = make_dashboard(_save_tiny_spectrum_model(tmp_path / "carbon.pt"), steps=10, samples=2)
+    settings, run = dashboard.settings, dashboard.run
+    assert settings.amorphous and dashboard.compare is not None and not dashboard.settings_panel.supercell.visible
+    examples = [name for name in settings.param.target.objects if name]
+    assert len(examples) == 5 and any("3.5gcc" in name for name in examples)
+    settings.target = next(name for name in examples if "3.5gcc" in name)
+    assert settings.target_spectrum.shape == (100,) and settings.target_label.startswith("example")
+    chosen = settings.target_spectrum.copy()
+
+    # a malformed upload names its problem; the example target stays and the page keeps working
+    dashboard.settings_panel.upload.filename = "broken.txt"
+    dashboard.settings_panel.upload.value = b"energy,intensity\n285,abc\n286,1\n"
+    assert "broken.txt" in dashboard.error_message
+    assert np.array_equal(settings.target_spectrum, chosen)
+
+    settings.param.update(box_edge=9.6, spectrum_guidance=1.0, guidance_scale=2.0)
+    assert run.generate_blocking() == "done"
+    assert len(run.rows) == 2 and set(run.rows[0]) <= set(app_state.CARBON_COLUMNS)
+    assert len(run.spectra) == 2 and run.target_spectrum is not None
+    assert dashboard.compare.spectra.object is not None
+
+    settings.param.update(target=None, spectrum_guidance=1.0)  # guidance without a target: a clear error
+    assert run.generate_blocking() == "error" and "needs a target" in run.error
+    good = "\n".join(f"{e} {np.exp(-((e - 292) / 4) ** 2)}" for e in np.linspace(270, 320, 80)).encode()
+    dashboard.settings_panel.upload.filename = "mine.csv"
+    dashboard.settings_panel.upload.value = good
+    assert settings.target_label == "uploaded mine.csv" and dashboard.error_message == ""
