@@ -6,12 +6,15 @@ model the app serves (``$GCD_CHECKPOINT`` or the default). Runs stay short (10-3
 
 from __future__ import annotations
 
+import re
+
 import ase.io
 import numpy as np
 import pytest
 
 from app.driver import DashboardPage
 from app.fetch_js import JS_PATH
+from gcd_core.checkpoint import DEFAULT_CARBON_MODEL
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]  # a cold server start on a busy machine is slow
 
@@ -139,3 +142,30 @@ def _distinct_colours(png: bytes) -> int:
 
     image = Image.open(BytesIO(png)).convert("RGB").resize((100, 100))
     return len(image.getcolors(maxcolors=100 * 100))
+
+
+@pytest.mark.skipif(not DEFAULT_CARBON_MODEL.is_file(), reason="the shipped carbon model is missing")
+def test_carbon_page_takes_a_target_refuses_a_malformed_upload_and_compares_spectra(
+    chromium, dashboard_server, tmp_path
+) -> None:
+    tab = DashboardPage.open(chromium, dashboard_server.url + "?model=carbon")
+    try:
+        tab.page.locator("select").filter(has_text="none (unconditional)").select_option(label="a-C_3.5gcc_d0.0_18")
+        tab.page.get_by_text("Target: example a-C_3.5gcc_d0.0_18").wait_for()
+
+        broken = tmp_path / "broken.txt"
+        broken.write_text("energy intensity\n285 1\n286 banana\n")
+        tab.page.locator("input[type='file']").set_input_files(str(broken))
+        tab.page.get_by_text(re.compile(r"broken\.txt, line 3: .* is not numbers")).wait_for()  # the page says why
+        assert tab.page.get_by_text("Target: example a-C_3.5gcc_d0.0_18").is_visible()  # the old target stays
+
+        tab.set_slider("Sampler steps", 10)
+        tab.set_slider("Samples", 1)
+        tab.generate()
+        assert tab.wait_status(("done", "error", "cancelled"), timeout=120).status == "done"
+        assert tab.wait_table(1) == ["0"]
+        assert tab.table_column("spectral error")[0].strip()  # the forward model judged the sample
+        tab.page.get_by_role("heading", name="Compare").wait_for()  # the spectra and g(r) plots' section
+        assert_clean(tab)
+    finally:
+        tab.close()
