@@ -178,3 +178,25 @@ def test_anisotropic_voxels_round_trip_exactly():
     with pytest.raises(GCDError, match="one edge or three"):
         VoxelGrid(("Mg",), (0.8, 0.7))
     assert VoxelGrid.from_config(grid.to_config()) == grid
+
+
+def test_steps_are_fitted_to_the_time_budget_so_the_learning_rate_decays(tmp_path, monkeypatch):
+    import gcd_core.training.trainer as trainer
+
+    class Clock:  # 0.1 s per reading; with a log line every step, 0.2 s per step
+        now = 0.0
+
+        def perf_counter(self) -> float:
+            self.now += 0.1
+            return self.now
+
+    monkeypatch.setattr(trainer, "time", Clock())
+    monkeypatch.setattr(trainer, "REFIT_EVERY", 4)
+    data = VoxelDataset([crystal("bcc", 2)], tiny_model().grid, stride=4)
+    config = TrainConfig(
+        steps=1000, batch_size=1, warmup_steps=2, log_every=1, checkpoint_every=1000, time_budget_s=10.0,
+        fit_steps_to_budget=True,
+    )
+    result = train(tiny_model(), data, config, tmp_path, progress=False)
+    assert 45 <= result.steps_done <= 51  # what 10 s allow, not the 1000 planned
+    assert result.loss_log[-1]["lr"] < 0.15 * config.lr  # the cosine reached its end (10 % floor)

@@ -48,8 +48,9 @@ class TrainConfig:
     log_every: int = 25
     seed: int = 0
     time_budget_s: float | None = None  # stop early (and checkpoint) after this much wall time
-    # with a time budget: once the step time is known (after the warm-up), lower ``steps`` to what the budget
-    # allows, so the cosine learning rate still decays to its end rather than being cut off mid-way
+    # with a time budget: every REFIT_EVERY steps, set ``steps`` (never above the planned number) to what the
+    # rest of the budget allows at the recent step time, so the cosine learning rate decays to its end
+    # rather than being cut off mid-way
     fit_steps_to_budget: bool = False
 
     def lr_at(self, step: int) -> float:
@@ -165,8 +166,8 @@ def train(
     autocast = config.mixed_precision and context.device.type == "cuda"
     if context.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # a few grid shapes, each seen many times
-    # fit_steps_to_budget re-reads the step time every REFIT_EVERY steps (the first steps of each grid shape pay
-    # for cuDNN's autotuning, so an early reading alone would stop far too soon)
+    # fit_steps_to_budget re-reads the step time every REFIT_EVERY steps: the first steps of each grid shape pay
+    # for cuDNN's autotuning, so an early reading alone would stop far too soon
     planned_steps, mark = config.steps, None
     net.train()
     bar = None
@@ -205,7 +206,8 @@ def train(
             bar.update(1)
         elapsed = time.perf_counter() - started
         out_of_time = config.time_budget_s is not None and elapsed > config.time_budget_s
-        if config.fit_steps_to_budget and config.time_budget_s and (step - start_step) % REFIT_EVERY == 10:
+        since = step - start_step - 10  # the first steps pay for cuDNN's autotuning: left out of the timing
+        if config.fit_steps_to_budget and config.time_budget_s and since >= 0 and since % REFIT_EVERY == 0:
             if mark is not None:
                 per_step = (elapsed - mark[1]) / (step - mark[0])
                 fitted = step + int((config.time_budget_s - elapsed) / per_step)
