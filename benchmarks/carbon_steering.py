@@ -22,6 +22,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from gcd_core.data.amorphous import DEFAULT_ROOT, load_carbon_dataset, split_by_structure, structure_spectrum
 from gcd_core.generate import GenerationRequest, generate
@@ -74,17 +75,34 @@ def main() -> None:
     parser.add_argument("--sampler", default="ddpm")
     parser.add_argument("--cfg", type=float, nargs="+", default=[0.0, 1.0, 3.0], help="classifier-free scales")
     parser.add_argument("--gradient", type=float, nargs="+", default=[0.0], help="gradient-guidance scales")
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        metavar="CFG:GRADIENT",
+        help="explicit (classifier-free, gradient) pairs instead of every --cfg x --gradient combination",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, help="CPU threads")
+    parser.add_argument(
+        "--all-targets", action="store_true", help="every held-out cell (default: one per density)"
+    )
     parser.add_argument("--out", type=Path, help="also write the table here")
     args = parser.parse_args()
     warnings.simplefilter("ignore", GridStretchWarning)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     model = GCDModel.load(args.checkpoint, device=args.device)
     forward = XanesForwardModel.load(args.xanes, device=args.device)
     forward.eval()
     train, held_out = split_by_structure(load_carbon_dataset(args.data))
+    if not args.all_targets:  # the first held-out cell of each density
+        held_out = list({round(a.info["density"], 1): a for a in reversed(held_out)}.values())
     cell = (args.box,) * 3
+    settings = list(itertools.product(args.cfg, args.gradient))
+    if args.settings:
+        settings = [tuple(float(v) for v in pair.split(":")) for pair in args.settings]
     lines = [
         f"Model {args.checkpoint}; box {args.box} A (atom count free); {args.samples} samples per row; "
         f"{args.sampler.upper()} {args.steps} steps; seed {args.seed}; device {args.device}",
@@ -97,7 +115,7 @@ def main() -> None:
     started = time.perf_counter()
     for target_atoms in sorted(held_out, key=lambda a: a.info["density"]):
         target = structure_spectrum(target_atoms)
-        for cfg, gradient in itertools.product(args.cfg, args.gradient):
+        for cfg, gradient in settings:
             if cfg == 0 and gradient == 0 and unguided:
                 structures, seconds = unguided  # the unconditional model ignores the target: sample it once
             else:

@@ -458,3 +458,17 @@ def test_spectrum_conditioned_carbon_model_trains_and_samples_toward_a_target(
     assert "target.txt" in _error(capsys, [*generate, "--target-spectrum", str(spectrum)])
     assert "no a-C cell named" in _error(capsys, [*generate, "--target-structure", "d9.9_1"])
     assert "needs a target" in _error(capsys, [*generate, "--spectrum-guidance", "2"])
+
+
+@pytest.mark.skipif(not DEFAULT_ROOT.is_dir(), reason="needs ../shared/data/a-C")
+def test_xanes_command_prints_spectrum_features_and_writes_them(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "spectra.txt"
+    capsys.readouterr()
+    assert main(["xanes", str(DEFAULT_ROOT / "train" / "d0.0_18.vasp"), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "forward model: pi* intensity" in text and "sigma* maximum" in text
+    table = np.loadtxt(out)
+    assert table.shape == (100, 2) and np.trapezoid(table[:, 1], table[:, 0]) == pytest.approx(1.0, abs=1e-4)
+    two = tmp_path / "two.extxyz"
+    ase.io.write(two, [crystal("diamond", 3), crystal("diamond", 3)])
+    assert "holds 2 structures" in _error(capsys, ["xanes", str(two)])

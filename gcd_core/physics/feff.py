@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -141,6 +142,8 @@ def feff_input(atoms: Atoms, site: int, settings: FeffSettings | None = None) ->
 def _output_to(path: Path) -> Iterator[None]:
     """Send this process's stdout and stderr (file descriptors, so FEFF's worker processes too) to ``path``:
     FEFF prints every module's log, which would drown a benchmark's own output."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # so text Python buffered before the switch still reaches the real output
     saved = [os.dup(1), os.dup(2)]
     with open(path, "wb") as sink:
         try:

@@ -36,6 +36,25 @@ def normalise(intensity: np.ndarray, energies: np.ndarray = ENERGY_GRID) -> np.n
     return intensity / np.expand_dims(area, -1)
 
 
+PI_STAR_WINDOW = (285.0, 286.5)  # eV: graphite's pi* sits at 285.4-285.8 eV in the a-C data
+SIGMA_STAR_WINDOW = (289.0, 305.0)  # eV: above the pi* region, through the sigma* resonances
+
+
+def _window(window: tuple[float, float], energies: np.ndarray) -> np.ndarray:
+    return np.nonzero((energies >= window[0]) & (energies <= window[1]))[0]
+
+
+def pi_star_intensity(spectrum: np.ndarray, energies: np.ndarray = ENERGY_GRID) -> float:
+    """Mean intensity over the pi* window (falls as sp2 carbon gives way to sp3)."""
+    return float(np.asarray(spectrum)[_window(PI_STAR_WINDOW, energies)].mean())
+
+
+def sigma_star_maximum(spectrum: np.ndarray, energies: np.ndarray = ENERGY_GRID) -> float:
+    """Energy (eV) of the largest intensity in the sigma* window."""
+    inside = _window(SIGMA_STAR_WINDOW, energies)
+    return float(energies[inside[np.argmax(np.asarray(spectrum)[inside])]])
+
+
 def conditioning_vector(intensity: np.ndarray, energies: np.ndarray = ENERGY_GRID) -> np.ndarray:
     """A spectrum as a network conditions on it: unit area times the energy span, so its mean is about 1
     (unit-area values are ~1/40 per eV, too small for an MLP's input)."""
