@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument(
         "--all-targets", action="store_true", help="every held-out cell (default: one per density)"
     )
+    parser.add_argument("--targets", nargs="+", metavar="NAME", help="only these held-out cells")
     parser.add_argument("--out", type=Path, help="also write the table here")
     args = parser.parse_args()
     warnings.simplefilter("ignore", GridStretchWarning)
@@ -97,7 +98,9 @@ def main() -> None:
     forward = XanesForwardModel.load(args.xanes, device=args.device)
     forward.eval()
     train, held_out = split_by_structure(load_carbon_dataset(args.data))
-    if not args.all_targets:  # the first held-out cell of each density
+    if args.targets:
+        held_out = [a for a in held_out if a.info["name"] in args.targets]
+    elif not args.all_targets:  # the first held-out cell of each density
         held_out = list({round(a.info["density"], 1): a for a in reversed(held_out)}.values())
     cell = (args.box,) * 3
     settings = list(itertools.product(args.cfg, args.gradient))
