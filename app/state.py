@@ -31,7 +31,7 @@ from gcd_core.device import resolve_device
 from gcd_core.diffusion.samplers import SAMPLERS, Frame
 from gcd_core.errors import GCDError
 from gcd_core.generate import GenerationRequest, decode_frame, generate_frames, grid_layout_for
-from gcd_core.guidance import spectrum_guidance
+from gcd_core.guidance import relative_error, spectrum_guidance
 from gcd_core.io import sample_name, write_structures
 from gcd_core.model import GCDModel
 from gcd_core.physics import hybridisation, judge_phase, mass_density, space_group
@@ -202,7 +202,6 @@ def analyse_carbon(
     """Results rows for amorphous carbon (density, sp2/sp3, coordination, spectral error against the target)
     and each structure's forward-model spectrum (empty structures get none)."""
     rows, spectra = [], []
-    goal = None if target is None else normalise(target)
     for index, atoms in enumerate(structures):
         row: dict[str, Any] = {"sample": index, "atoms": len(atoms)}
         spectrum = np.full(len(ENERGY_GRID), np.nan)
@@ -212,8 +211,8 @@ def analyse_carbon(
             row.update({"density (g/cm³)": round(mass_density(atoms), 3), "sp2": round(h.sp2, 3),
                         "sp3": round(h.sp3, 3), "mean coordination": round(h.mean_coordination, 2)})
             spectrum = normalise(forward.spectrum(atoms))
-            if goal is not None:
-                row["spectral error"] = round(float(np.linalg.norm(spectrum - goal) / np.linalg.norm(goal)), 3)
+            if target is not None:
+                row["spectral error"] = round(relative_error(spectrum, target), 3)
         rows.append(row)
         spectra.append(spectrum)
     return rows, spectra
@@ -521,7 +520,6 @@ class GenerationRun(param.Parameterized):
     def _final_updates(self, frame: Frame, request: GenerationRequest) -> dict[str, Any]:
         structures = decode_frame(self.model, frame, request)
         sample = min(max(self.preview_sample, 0), len(structures) - 1)
-        analysis: dict[str, Any] = {}
         if self.settings.amorphous:
             forward = load_forward_model("cpu")
             rows, spectra = analyse_carbon(structures, forward, self.target_spectrum)
@@ -529,7 +527,7 @@ class GenerationRun(param.Parameterized):
             for atoms in structures:
                 rdf = radial_distribution(atoms, r_max=min(6.0, 0.49 * min(request.cell_lengths)))
                 rdfs.append((rdf.r, rdf.g))
-            analysis = {"rows": rows, "spectra": spectra, "rdfs": rdfs}
+            analysis: dict[str, Any] = {"rows": rows, "spectra": spectra, "rdfs": rdfs}
         else:
             analysis = {"rows": analyse(structures, request.cell_lengths, self.reference)}
         return {

@@ -80,14 +80,12 @@ def spectrum_guidance(
     return loss
 
 
-def spectral_error(forward_model: XanesForwardModel, structures: Sequence, target: np.ndarray) -> list[float]:
-    """Relative L2 error of each structure's forward-model spectrum against ``target`` (both unit area)."""
+def relative_error(spectrum: np.ndarray, target: np.ndarray) -> float:
+    """``||s - y|| / ||y||`` of two spectra, each first normalised to unit area."""
     goal = normalise(np.asarray(target, dtype=float))
-    out = []
-    for atoms in structures:
-        if len(atoms) == 0:
-            out.append(float("nan"))
-            continue
-        spectrum = normalise(forward_model.spectrum(atoms))
-        out.append(float(np.linalg.norm(spectrum - goal) / np.linalg.norm(goal)))
-    return out
+    return float(np.linalg.norm(normalise(np.asarray(spectrum, dtype=float)) - goal) / np.linalg.norm(goal))
+
+
+def spectral_error(forward_model: XanesForwardModel, structures: Sequence, target: np.ndarray) -> list[float]:
+    """Relative L2 error of each structure's forward-model spectrum against ``target`` (nan for empty cells)."""
+    return [relative_error(forward_model.spectrum(a), target) if len(a) else float("nan") for a in structures]
