@@ -35,7 +35,7 @@ from gcd_core.guidance import relative_error, spectrum_guidance
 from gcd_core.io import sample_name, write_structures
 from gcd_core.model import GCDModel
 from gcd_core.physics import hybridisation, judge_phase, mass_density, space_group
-from gcd_core.physics.analysis import radial_distribution
+from gcd_core.physics.analysis import MAX_CARBON_DENSITY, radial_distribution
 from gcd_core.physics.spectra import ENERGY_GRID, SPECTRUM_VECTOR_NAME, conditioning_vector, normalise, read_spectrum
 from gcd_core.physics.xanes import XanesForwardModel
 from gcd_core.representation.density import density_view
@@ -52,7 +52,6 @@ DENSITY_UPSAMPLE = 2
 SYMPREC = 0.1  # A; generated positions carry a little noise
 STATUSES = ("idle", "running", "done", "cancelled", "error")
 RESULT_COLUMNS = ("sample", "atoms", "ideal", "density (g/cm³)", "space group", "phase fraction", "verdict")
-MAX_CARBON_DENSITY = 4.0  # g/cm3
 CARBON_COLUMNS = ("sample", "atoms", "density (g/cm³)", "sp2", "sp3", "mean coordination", "spectral error")
 
 Dispatch = Callable[[Callable[[], None]], None]

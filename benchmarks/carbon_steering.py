@@ -29,6 +29,7 @@ from gcd_core.generate import GenerationRequest, generate
 from gcd_core.guidance import spectral_error, spectrum_guidance
 from gcd_core.model import GCDModel
 from gcd_core.physics.analysis import (
+    MAX_CARBON_DENSITY,
     coordination_numbers,
     hybridisation,
     mass_density,
@@ -39,11 +40,10 @@ from gcd_core.physics.spectra import conditioning_vector
 from gcd_core.physics.xanes import XanesForwardModel
 from gcd_core.representation.grid import GridStretchWarning
 
-MAX_DENSITY = 4.0  # g/cm3; denser than diamond means overlapping atoms: counted as failed, not analysed
-
 
 def plausible(structures: list) -> list:
-    return [a for a in structures if len(a) > 8 and mass_density(a) < MAX_DENSITY]
+    """Samples worth analysing; the rest (overlapping atoms, or next to none) are counted as failed."""
+    return [a for a in structures if len(a) > 8 and mass_density(a) < MAX_CARBON_DENSITY]
 
 
 def summarise(structures: list, forward: XanesForwardModel, target: np.ndarray) -> dict[str, float]:

@@ -232,8 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument(
         "--fit-steps-to-budget",
         action="store_true",
-        help="with --time-budget: after the warm-up, lower --steps to what the budget allows, so the learning "
-        "rate still decays to its end",
+        help="with --time-budget: every 200 steps, set --steps (never higher) to what the rest of the budget "
+        "allows, so the learning rate still decays to its end",
     )
     opt.add_argument(
         "--checkpoint-every", type=_positive_int, default=defaults.checkpoint_every, metavar="N", help="steps"
@@ -457,12 +457,10 @@ def _labels(structures: Sequence[Any], key: str) -> tuple[list[str], list[int]]:
 
 
 def _spectrum_vectors(structures: Sequence[Any]) -> np.ndarray:
+    from gcd_core.data.amorphous import structure_spectrum
     from gcd_core.physics.spectra import conditioning_vector
 
-    missing = [i for i, a in enumerate(structures) if "xanes" not in a.arrays]
-    if missing:
-        raise GCDError(f"--spectrum-condition: structures {missing[:5]} carry no site spectra (atoms.arrays['xanes'])")
-    return np.stack([conditioning_vector(a.arrays["xanes"].mean(axis=0)) for a in structures]).astype(np.float32)
+    return np.stack([conditioning_vector(structure_spectrum(a)) for a in structures]).astype(np.float32)
 
 
 def _target_spectrum(args: argparse.Namespace) -> np.ndarray | None:

@@ -22,6 +22,8 @@ from gcd_core.errors import GCDError
 
 _CM3_PER_A3 = 1e-24
 DEFAULT_BOND_CUTOFF = 1.85  # A, carbon
+# g/cm3: a generated carbon cell denser than this (diamond is 3.52) holds overlapping atoms, a failed sample
+MAX_CARBON_DENSITY = 4.0
 
 
 def _as_list(structures: Atoms | Sequence[Atoms]) -> list[Atoms]:

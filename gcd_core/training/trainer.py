@@ -12,7 +12,7 @@ import datetime as _dt
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -166,8 +166,7 @@ def train(
     autocast = config.mixed_precision and context.device.type == "cuda"
     if context.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # a few grid shapes, each seen many times
-    # fit_steps_to_budget re-reads the step time every REFIT_EVERY steps: the first steps of each grid shape pay
-    # for cuDNN's autotuning, so an early reading alone would stop far too soon
+    config = replace(config)  # fit_steps_to_budget changes config.steps: the caller's copy stays as given
     planned_steps, mark = config.steps, None
     net.train()
     bar = None
