@@ -159,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="M",
         help="crystal cells M times the supercell along every edge (several sizes train one model)",
     )
+    data.add_argument(
+        "--phase-weight",
+        nargs=2,
+        action="append",
+        metavar=("PHASE", "W"),
+        default=[],
+        help="draw this phase's cells W times as often as the others (repeatable; a phase that learns slowly)",
+    )
     data.add_argument("--element", help="crystal element (default: the phase's own)")
     data.add_argument("--a", type=_positive_float, help="crystal lattice constant a (A)")
     data.add_argument("--c", type=_positive_float, help="crystal lattice constant c (A, hcp)")
@@ -426,6 +434,24 @@ def _load_training_data(args: argparse.Namespace) -> tuple[list[Any], dict[str, 
     return structures, description
 
 
+def _phase_weights(args: argparse.Namespace, structures: Sequence[Any], data: dict[str, Any]) -> list[float] | None:
+    """Per-structure draw weights from ``--phase-weight PHASE W`` (recorded in the data description)."""
+    if not args.phase_weight:
+        return None
+    if not args.crystal:
+        raise GCDError("--phase-weight applies to --crystal training")
+    weights: dict[str, float] = {}
+    for phase, value in args.phase_weight:
+        if phase not in data["phases"]:
+            raise GCDError(f"--phase-weight {phase}: not one of the trained phases {data['phases']}")
+        try:
+            weights[phase] = _positive_float(value)
+        except (ValueError, argparse.ArgumentTypeError):
+            raise GCDError(f"--phase-weight {phase} {value}: the weight must be a positive number") from None
+    data["phase_weights"] = weights
+    return [weights.get(a.info["phase"], 1.0) for a in structures]
+
+
 def _grids(args: argparse.Namespace, structures: Sequence[Any], data: dict[str, Any]) -> tuple[Any, dict[str, dict]]:
     """The model's voxel grid and, for crystals on their own voxels, each phase's grid options."""
     from gcd_core.data.crystals import phase_voxel_size
@@ -533,6 +559,7 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     dataset = VoxelDataset(
         structures, grid, labels=labels, vectors=vectors, stride=net.stride, structure_grids=structure_grids,
         equal_voxels=True, fit_to_stride=bool(args.carbon),  # amorphous cells of five sizes: no edge fits all
+        weights=_phase_weights(args, structures, data),
     )
     config = TrainConfig(
         steps=args.steps,

@@ -93,6 +93,18 @@ def test_dataset_batches_group_by_grid_shape_and_check_inputs():
         VoxelDataset([crystal("bcc", 2)] * 2, grid, labels=[0])
 
 
+def test_weighted_structures_are_drawn_in_proportion():
+    grid = VoxelGrid(("W",), VOXEL)
+    cells = [crystal("bcc", 2), crystal("bcc", 3), crystal("bcc", 2)]
+    data = VoxelDataset(cells, grid, labels=[0, 1, 2], stride=4, weights=[1, 1, 6])
+    rng = np.random.default_rng(0)
+    labels = np.concatenate([data.batch(1, rng)[1]["label"].numpy() for _ in range(800)])
+    counts = np.bincount(labels, minlength=3) / len(labels)
+    np.testing.assert_allclose(counts, [1 / 8, 1 / 8, 6 / 8], atol=0.04)
+    with pytest.raises(GCDError, match="positive and finite"):
+        VoxelDataset(cells, grid, stride=4, weights=[1, 0, 1])
+
+
 def test_ema_follows_the_weights_with_its_decay():
     layer = torch.nn.Linear(2, 2)
     ema = EMA(layer, decay=0.5)

@@ -28,6 +28,9 @@ class VoxelDataset:
     ``fit_to_stride`` lays each cell on the nearest grid whose sides are multiples of ``stride`` (stretching the
     voxels a little) instead of refusing cells that are not: for data with many cell sizes (amorphous cells of
     several densities), where no one voxel edge fits them all.
+
+    ``weights`` make some structures drawn more often (a phase the model learns more slowly): a grid shape is
+    drawn with the summed weight of its structures, then a structure within it by weight. Default: all equal.
     """
 
     def __init__(
@@ -42,6 +45,7 @@ class VoxelDataset:
         structure_grids: Sequence[VoxelGrid] | None = None,
         equal_voxels: bool = False,
         fit_to_stride: bool = False,
+        weights: Sequence[float] | None = None,
     ) -> None:
         self.structures = list(structures)
         if not self.structures:
@@ -59,7 +63,12 @@ class VoxelDataset:
         self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
         self.vectors = None if vectors is None else np.asarray(vectors, dtype=np.float32)
         self.scalars = None if scalars is None else np.asarray(scalars, dtype=np.float32)
-        for name, values in (("labels", self.labels), ("vectors", self.vectors), ("scalars", self.scalars)):
+        self.weights = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+        if not np.all(np.isfinite(self.weights)) or np.any(self.weights <= 0):
+            raise GCDError("structure weights must be positive and finite")
+        for name, values in (
+            ("labels", self.labels), ("vectors", self.vectors), ("scalars", self.scalars), ("weights", self.weights)
+        ):
             if values is not None and len(values) != n:
                 raise GCDError(f"{name} has {len(values)} entries for {n} structures")
         self.buckets: dict[tuple[int, int, int], list[int]] = {}
@@ -81,7 +90,7 @@ class VoxelDataset:
                     )
             self.buckets.setdefault(layout.shape, []).append(index)
         self._shapes = list(self.buckets)
-        self._weights = np.array([len(self.buckets[s]) for s in self._shapes], dtype=np.float64)
+        self._weights = np.array([self.weights[self.buckets[s]].sum() for s in self._shapes])
         self._weights /= self._weights.sum()
         self._smallest_voxels = min(int(np.prod(s)) for s in self._shapes)
 
@@ -105,7 +114,9 @@ class VoxelDataset:
         shape = self._shapes[int(rng.choice(len(self._shapes), p=self._weights))]
         members = self.buckets[shape]
         size = self.batch_size_for(shape, batch_size)
-        chosen = rng.choice(members, size=size, replace=len(members) < size)
+        weights = self.weights[members]
+        within = None if np.all(weights == weights[0]) else weights / weights.sum()  # None: the same draws as before
+        chosen = rng.choice(members, size=size, replace=len(members) < size, p=within)
         by_grid: dict[int, list[int]] = {}  # structures sharing a grid are encoded in one call
         augmented = []
         for position, index in enumerate(chosen):

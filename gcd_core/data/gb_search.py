@@ -1,0 +1,225 @@
+"""Grand canonical grain-boundary search (GRIP's method): random in-plane shifts of the upper grain, random
+removal or insertion of atoms in the GB plane to set the GB atom density [n], an optional MD anneal at a random
+temperature and length, relaxation with the bottom slab fixed and the top slab moving as one block, and the GB
+energy. Samples run in parallel processes; every result is kept in a table (``gb_search.csv``) with its relaxed
+structure (``structures/SEED.extxyz``), so a search can be resumed and its low-energy structures train the GB
+diffusion model. The lowest E_gb per [n] is the reference a generator must reach.
+"""
+
+from __future__ import annotations
+
+import csv
+import multiprocessing
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.io import read, write
+
+from gcd_core.data.bicrystal import bicrystal, gb_density, gb_energy, gb_system, set_gb_density
+from gcd_core.errors import GCDError
+
+TABLE_NAME = "gb_search.csv"
+STRUCTURES_DIR = "structures"
+COLUMNS = ("seed", "gb_system", "n", "n_atoms", "e_gb", "shift_x", "shift_y", "inserted", "temperature",
+           "md_steps", "seconds")
+
+
+@dataclass(frozen=True)
+class GBSearchSettings:
+    """What one search samples. Temperatures are drawn uniformly in ``temperature_range`` (K; default 300 K to
+    0.7 of the melting point) and MD lengths in ``md_steps_range`` for the fraction ``anneal_fraction`` of samples;
+    the rest are only relaxed (GRIP mixes both: relaxation alone finds the shift-dependent minima, MD lets the GB
+    plane reorder)."""
+
+    system: str
+    repeat: tuple[int, int] = (1, 1)
+    thickness: float = 16.0  # of each grain (A)
+    fixed_thickness: float = 4.0  # bottom slab held fixed, and top slab moving as one block (A)
+    insert_fraction: float = 0.25  # samples that set [n] by inserting atoms rather than removing them
+    anneal_fraction: float = 0.5
+    temperature_range: tuple[float, float] | None = None
+    md_steps_range: tuple[int, int] = (500, 3000)
+    half_width: float = 8.0  # of the region whose energy counts (A), well inside the fixed and block slabs
+
+    def __post_init__(self) -> None:
+        system = gb_system(self.system)  # a clear error for an unknown system
+        if self.temperature_range is None:
+            object.__setattr__(self, "temperature_range", (300.0, 0.7 * system.melting_point))
+        if self.half_width + self.fixed_thickness > self.thickness:
+            raise GCDError(f"grains of {self.thickness} A are too thin for a {self.half_width} A energy region "
+                           f"plus {self.fixed_thickness} A boundary slabs")
+
+
+@dataclass
+class GBSample:
+    """One relaxed GB of the search and how it was made."""
+
+    seed: int
+    gb_system: str
+    n: float
+    n_atoms: int
+    e_gb: float  # J/m^2
+    shift_x: float
+    shift_y: float
+    inserted: bool
+    temperature: float  # 0: relaxed only
+    md_steps: int
+    seconds: float
+    atoms: Atoms | None = field(default=None, repr=False)
+
+    def row(self) -> dict[str, object]:
+        values = asdict(self)
+        values.pop("atoms")
+        return values
+
+
+def boundary_masks(atoms: Atoms, fixed_thickness: float) -> tuple[np.ndarray, np.ndarray]:
+    """Atoms of the bottom slab (held fixed) and of the top slab (moving only as one block)."""
+    z = atoms.positions[:, 2]
+    return z < z.min() + fixed_thickness, z > z.max() - fixed_thickness
+
+
+def relax_gb(atoms: Atoms, settings: GBSearchSettings) -> tuple[Atoms, float]:
+    """Relax a bicrystal (bottom slab fixed, top slab a rigid block) and return it with its E_gb (J/m^2)."""
+    from gcd_core.physics.eam import potential_for, relax
+
+    potential = potential_for(gb_system(settings.system).element)
+    fixed, block = boundary_masks(atoms, settings.fixed_thickness)
+    result = relax(atoms, potential, fixed=fixed, rigid=block)
+    relaxed = result.atoms
+    relaxed.info.update(atoms.info)
+    energy = gb_energy(relaxed, result.energies, potential.cohesive_energy, settings.half_width)
+    relaxed.info["e_gb"] = energy
+    return relaxed, energy
+
+
+def sample_gb(settings: GBSearchSettings, seed: int) -> GBSample:
+    """One sample of the search, fully determined by ``seed``."""
+    from gcd_core.physics.eam import anneal, potential_for
+
+    started = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    system = gb_system(settings.system)
+    start = bicrystal(system, settings.repeat, settings.thickness)
+    shift = rng.uniform(0, 1, 2) * start.cell.lengths()[:2] / np.asarray(settings.repeat)  # one in-plane period
+    atoms = bicrystal(system, settings.repeat, settings.thickness, shift=shift)
+    inserted = bool(rng.random() < settings.insert_fraction)
+    per_plane = int(atoms.info["atoms_per_plane"])
+    atoms = set_gb_density(atoms, rng.integers(per_plane) / per_plane, rng, insert=inserted)
+    temperature, md_steps = 0.0, 0
+    if rng.random() < settings.anneal_fraction:
+        temperature = float(rng.uniform(*settings.temperature_range))
+        md_steps = int(rng.integers(settings.md_steps_range[0], settings.md_steps_range[1] + 1))
+        fixed, block = boundary_masks(atoms, settings.fixed_thickness)
+        info = dict(atoms.info)
+        grains = atoms.get_array("grain")
+        atoms = anneal(atoms, potential_for(system.element), temperature, md_steps, seed=seed % 900_000_000 + 1,
+                       fixed=fixed, rigid=block)
+        atoms.info.update(info)
+        atoms.set_array("grain", grains)
+    relaxed, energy = relax_gb(atoms, settings)
+    relaxed.info.update(seed=seed, shift=[float(v) for v in shift], temperature=temperature, md_steps=md_steps)
+    return GBSample(
+        seed=seed, gb_system=system.key, n=round(gb_density(relaxed), 6), n_atoms=len(relaxed), e_gb=energy,
+        shift_x=float(shift[0]), shift_y=float(shift[1]), inserted=inserted, temperature=round(temperature, 1),
+        md_steps=md_steps, seconds=round(time.perf_counter() - started, 3), atoms=relaxed,
+    )
+
+
+def _sample_quietly(settings: GBSearchSettings, seed: int) -> GBSample:
+    import os
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core per worker process
+    return sample_gb(settings, seed)
+
+
+def run_gb_search(
+    settings: GBSearchSettings,
+    samples: int,
+    out_dir: str | Path,
+    processes: int = 1,
+    first_seed: int = 0,
+    progress: Callable[[GBSample], None] | None = None,
+) -> list[dict[str, object]]:
+    """Sample seeds ``first_seed .. first_seed + samples - 1`` in ``processes`` worker processes, appending each
+    result to ``out_dir/gb_search.csv`` and its structure to ``out_dir/structures/``; seeds already in the table
+    are skipped (resume). Returns the whole table."""
+    out = Path(out_dir)
+    (out / STRUCTURES_DIR).mkdir(parents=True, exist_ok=True)
+    done = {int(row["seed"]) for row in read_gb_table(out)} if (out / TABLE_NAME).exists() else set()
+    seeds = [s for s in range(first_seed, first_seed + samples) if s not in done]
+
+    def keep(sample: GBSample) -> None:
+        write(out / STRUCTURES_DIR / f"{sample.seed}.extxyz", sample.atoms, format="extxyz")
+        _append_row(out / TABLE_NAME, sample.row())
+        if progress is not None:
+            progress(sample)
+
+    if processes <= 1:
+        for seed in seeds:
+            keep(sample_gb(settings, seed))
+    else:
+        context = multiprocessing.get_context("spawn")  # LAMMPS and torch threads do not survive a fork well
+        with ProcessPoolExecutor(processes, mp_context=context) as pool:
+            futures = [pool.submit(_sample_quietly, settings, seed) for seed in seeds]
+            for future in as_completed(futures):
+                keep(future.result())
+    return read_gb_table(out)
+
+
+def _append_row(path: Path, row: dict[str, object]) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def read_gb_table(out_dir: str | Path) -> list[dict[str, object]]:
+    """The search's table: one dict per sample with numbers parsed."""
+    path = Path(out_dir) / TABLE_NAME
+    if not path.exists():
+        raise GCDError(f"{path} does not exist: run a GB search into {out_dir} first")
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        for key in ("n", "e_gb", "shift_x", "shift_y", "temperature", "seconds"):
+            row[key] = float(row[key])
+        for key in ("seed", "n_atoms", "md_steps"):
+            row[key] = int(row[key])
+        row["inserted"] = row["inserted"] == "True"
+    return rows
+
+
+def read_gb_structure(out_dir: str | Path, seed: int) -> Atoms:
+    atoms = read(Path(out_dir) / STRUCTURES_DIR / f"{seed}.extxyz", format="extxyz")
+    atoms.pbc = (True, True, False)
+    return atoms
+
+
+def lowest_per_n(rows: Iterable[dict[str, object]], bins: int) -> dict[int, dict[str, object]]:
+    """The lowest-E_gb row in each of ``bins`` equal [n] bins (bin index -> row); bins with no sample left out."""
+    best: dict[int, dict[str, object]] = {}
+    for row in rows:
+        index = min(int(float(row["n"]) * bins), bins - 1)
+        if index not in best or float(row["e_gb"]) < float(best[index]["e_gb"]):
+            best[index] = row
+    return dict(sorted(best.items()))
+
+
+def gb_phases(rows: Sequence[dict[str, object]], bins: int) -> list[dict[str, object]]:
+    """Candidate GB phases: [n] bins whose lowest E_gb is a local minimum over the bins ([n] is periodic),
+    lowest first, so the ground state comes first."""
+    best = lowest_per_n(rows, bins)
+    phases = []
+    for index, row in best.items():
+        neighbours = [best.get((index + step) % bins) for step in (-1, 1)]
+        if all(n is None or float(row["e_gb"]) <= float(n["e_gb"]) for n in neighbours):
+            phases.append(row)
+    return sorted(phases, key=lambda r: float(r["e_gb"]))
