@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_HelpFormatter,
     )
     p.add_argument("out_dir", metavar="OUT_DIR", type=Path, help="output directory")
-    data = p.add_argument_group("data (one of --structures / --crystal / --carbon)")
+    data = p.add_argument_group("data (one of --structures / --crystal / --carbon / --gb-search)")
     source = data.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--structures",
@@ -139,6 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ROOT",
         help="the amorphous-carbon cells (training split by structure; default ROOT: ../shared/data/a-C)",
     )
+    source.add_argument(
+        "--gb-search",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="grain-boundary windows of the lowest-energy structures of `gcd gb-search` folders (one GB model, "
+        "each GB system its own class on its own voxels)",
+    )
+    data.add_argument("--gb-per-n", type=_positive_int, default=4, metavar="K",
+                      help="--gb-search: the K lowest-energy structures of each [n]")
+    data.add_argument("--gb-condition-n", action="store_true",
+                      help="--gb-search: also condition on the GB atom density [n] (classifier-free)")
     data.add_argument(
         "--spectrum-condition",
         action="store_true",
@@ -349,6 +361,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_inspect)
 
+    # ------------------------------------------------------------------------------------------- gb-search
+    from gcd_core.data.bicrystal import GB_SYSTEMS
+
+    p = sub.add_parser(
+        "gb-search",
+        help="grand canonical grain-boundary search with EAM energies (GRIP's method)",
+        description="Sample grain boundaries: random in-plane shifts of the upper grain, random removal or "
+        "insertion of GB atoms to set [n], an optional MD anneal at a random temperature and length, relaxation "
+        "(LAMMPS, EAM) and the GB energy. Appends every result to OUT/gb_search.csv with its structure in "
+        "OUT/structures/; a second run into the same folder resumes (seeds already there are skipped). Prints "
+        "the lowest E_gb per [n] bin.",
+        formatter_class=_HelpFormatter,
+    )
+    p.add_argument("system", choices=sorted(GB_SYSTEMS), help="the grain boundary")
+    p.add_argument("out_dir", metavar="OUT", type=Path, help="folder for the table and structures")
+    p.add_argument("--samples", type=_positive_int, default=100, help="number of samples (seeds)")
+    p.add_argument("--first-seed", type=int, default=0, help="seed of the first sample")
+    p.add_argument("--processes", type=_positive_int, default=1, help="worker processes")
+    p.add_argument("--repeat", type=_positive_int, nargs=2, metavar=("NX", "NY"),
+                   help="in-plane periods (default: the GB model's window)")
+    p.add_argument("--anneal-fraction", type=float, default=0.5, help="fraction of samples annealed by MD")
+    p.add_argument("--bins", type=_positive_int, default=10, help="[n] bins of the printed summary")
+    p.add_argument("--time-budget", type=_positive_float, metavar="S", help="stop starting samples after S seconds")
+    p.set_defaults(func=cmd_gb_search)
+
     # ---------------------------------------------------------------------------------------------- xanes
     p = sub.add_parser(
         "xanes",
@@ -419,6 +456,33 @@ def _load_training_data(args: argparse.Namespace) -> tuple[list[Any], dict[str, 
             "train": [a.info["name"] for a in structures],
             "held_out": [a.info["name"] for a in held_out],
         }
+    elif args.gb_search:
+        from gcd_core.data.gb_search import low_energy_structures
+        from gcd_core.data.gb_windows import gb_window
+
+        structures, shifts, cells, lowest = [], {}, {}, {}
+        for folder in args.gb_search:
+            relaxed = low_energy_structures(folder, per_n=args.gb_per_n)
+            for atoms in relaxed:
+                system = str(atoms.info["gb_system"])
+                window = gb_window(atoms)
+                window.info["gb_n"] = float(len(atoms) % int(atoms.info["atoms_per_plane"])) / int(
+                    atoms.info["atoms_per_plane"]
+                )
+                structures.append(window)
+                if system not in lowest or atoms.info["e_gb"] < lowest[system]:
+                    lowest[system] = float(atoms.info["e_gb"])
+                    shifts[system] = [float(v) for v in atoms.info["final_shift"]]
+                    cells[system] = [float(v) for v in window.cell.lengths()]
+        description = {
+            "source": "gb",
+            "searches": [str(p) for p in args.gb_search],
+            "per_n": args.gb_per_n,
+            "phases": sorted(shifts),
+            "gb_shifts": shifts,  # the reference translation of each system's upper grain (lowest E_gb)
+            "lowest_e_gb": lowest,
+            "label_cells": cells,
+        }
     else:
         from gcd_core.io import read_structures
 
@@ -458,6 +522,16 @@ def _grids(args: argparse.Namespace, structures: Sequence[Any], data: dict[str, 
     from gcd_core.representation.grid import VoxelGrid
 
     options = {"encoding": args.encoding, "blob_sigma": args.blob_sigma}
+    if args.gb_search:
+        from gcd_core.data.bicrystal import gb_system
+        from gcd_core.data.gb_windows import window_voxel_size
+
+        label_grids = {
+            key: {"voxel_size": list(window_voxel_size(key)), "species": [gb_system(key).element]}
+            for key in data["phases"]
+        }
+        first = label_grids[data["phases"][0]]
+        return VoxelGrid(tuple(first["species"]), first["voxel_size"], **options), label_grids
     if not args.crystal:
         if args.voxel_size is None:
             raise GCDError("--voxel-size is required when training on --structures")
@@ -526,12 +600,25 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     grid, label_grids = _grids(args, structures, data)
     conditioning, labels, structure_grids = Conditioning(), None, None
     label_key = args.labels_from_info or ("phase" if args.crystal and len(data["phases"]) > 1 else None)
+    if args.gb_search:
+        label_key = "gb_system"  # always a class: generation asks for the system by name
     if label_key:
         classes, labels = _labels(structures, label_key)
         conditioning = Conditioning(labels=classes, label_grids={c: label_grids[c] for c in classes if label_grids})
         data["labels_from_info"] = label_key
     if args.crystal:
         structure_grids = [grid.with_options(**label_grids[a.info["phase"]]) for a in structures]
+    if args.gb_search:
+        structure_grids = [grid.with_options(**label_grids[a.info["gb_system"]]) for a in structures]
+    scalars = None
+    if args.gb_condition_n:
+        from gcd_core.grain_boundaries import GB_DENSITY_SCALARS, gb_density_scalars
+
+        if not args.gb_search:
+            raise GCDError("--gb-condition-n applies to --gb-search training")
+        scalars = np.array([list(gb_density_scalars(a.info["gb_n"]).values()) for a in structures], np.float32)
+        conditioning.scalars = list(GB_DENSITY_SCALARS)
+        data["gb_condition_n"] = True
     vectors = None
     if args.spectrum_condition:
         from gcd_core.physics.spectra import SPECTRUM_VECTOR_NAME
@@ -548,6 +635,7 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         num_res_blocks=args.num_res_blocks,
         num_classes=len(conditioning.labels),
         vector_dim=conditioning.vector_dim,
+        num_scalars=len(conditioning.scalars),
     )
     model = GCDModel(net, grid, schedule_from_config(args.schedule), args.prediction, conditioning)
     if args.init_from is not None:
@@ -559,7 +647,8 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     dataset = VoxelDataset(
         structures, grid, labels=labels, vectors=vectors, stride=net.stride, structure_grids=structure_grids,
         equal_voxels=True, fit_to_stride=bool(args.carbon),  # amorphous cells of five sizes: no edge fits all
-        weights=_phase_weights(args, structures, data),
+        weights=_phase_weights(args, structures, data), scalars=scalars,
+        fixed_axes=(2,) if args.gb_search else (),  # GB windows: the GB stays in the middle, grains on their sides
     )
     config = TrainConfig(
         steps=args.steps,
@@ -846,6 +935,27 @@ def cmd_xanes(args: argparse.Namespace, argv: Sequence[str]) -> int:
         table = np.column_stack([ENERGY_GRID, *columns.values()])
         np.savetxt(args.out, table, fmt="%.6g", header="energy_eV " + " ".join(c.split()[0] for c in columns))
         print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_gb_search(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """``gcd gb-search``: the grand canonical GB search, resumable, with a summary of the lowest E_gb per [n]."""
+    from gcd_core.data.gb_search import GBSearchSettings, lowest_per_n, run_gb_search
+    from gcd_core.data.gb_windows import window_spec
+
+    repeat = tuple(args.repeat) if args.repeat else window_spec(args.system).repeat
+    if not 0 <= args.anneal_fraction <= 1:
+        raise GCDError(f"--anneal-fraction must lie in [0, 1], got {args.anneal_fraction}")
+    settings = GBSearchSettings(args.system, repeat=repeat, anneal_fraction=args.anneal_fraction)
+    rows = run_gb_search(settings, args.samples, args.out_dir, processes=args.processes,
+                         first_seed=args.first_seed, time_budget=args.time_budget)
+    print(f"{args.system}, {repeat[0]} x {repeat[1]} in-plane: {len(rows)} samples in {args.out_dir}")
+    print(f"{'[n] bin':>12} {'samples':>8} {'lowest E_gb (J/m^2)':>20} {'[n]':>7} {'seed':>6}")
+    counts = np.bincount([min(int(float(r["n"]) * args.bins), args.bins - 1) for r in rows], minlength=args.bins)
+    for index, row in lowest_per_n(rows, args.bins).items():
+        low, high = index / args.bins, (index + 1) / args.bins
+        print(f"{low:5.2f}-{high:4.2f}  {counts[index]:8d} {float(row['e_gb']):20.4f} {float(row['n']):7.3f} "
+              f"{int(row['seed']):6d}")
     return 0
 
 

@@ -72,7 +72,7 @@ def test_gb_density_by_removal_and_insertion():
     rng = np.random.default_rng(0)
     atoms = bicrystal("w_sigma5_twist", (2, 1), thickness=8.0)
     per_plane = atoms.info["atoms_per_plane"]
-    assert per_plane == 20 and len(gb_plane_atoms(atoms)) == per_plane
+    assert per_plane == 20 and len(gb_plane_atoms(atoms)) == 2 * per_plane
     removed = set_gb_density(atoms, 0.75, rng)
     assert len(removed) == len(atoms) - 5 and gb_density(removed) == pytest.approx(0.75)
     inserted = set_gb_density(atoms, 0.25, rng, insert=True)

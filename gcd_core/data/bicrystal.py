@@ -107,7 +107,7 @@ def grain(system: GBSystem, directions: Directions, size: Sequence[int]) -> Atom
 def plane_spacing(system: GBSystem) -> float:
     """Distance between neighbouring atomic planes parallel to the GB (equal in both grains for these systems)."""
     heights, period = _plane_heights(system)
-    return float(np.min(np.diff(np.append(heights, heights[0] + period))))
+    return period / len(heights)  # planes parallel to a lattice plane are evenly spaced
 
 
 def atoms_per_plane(system: GBSystem, repeat: Sequence[int] = (1, 1)) -> int:
@@ -132,16 +132,19 @@ def bicrystal(
     overlap_fraction: float = 0.6,
 ) -> Atoms:
     """The bicrystal: ``repeat`` in-plane periods, each grain at least ``thickness`` A thick (whole periods), the
-    upper grain translated in-plane by ``shift`` (A). Atoms across the GB closer than ``overlap_fraction`` of the
-    bulk nearest-neighbour distance are merged (the upper one removed), so no two atoms overlap.
+    upper grain translated by ``shift`` (A): in-plane (x, y), and optionally away from the GB (z, an expansion).
+    Atoms across the GB closer than ``overlap_fraction`` of the bulk nearest-neighbour distance are merged (the
+    upper one removed), so no two atoms overlap.
 
     Cell: the in-plane periods along x, y and the total height along z, with ``pbc = (True, True, False)``: open
     along the normal. Arrays: ``grain`` (0 lower, 1 upper). ``info``: ``gb_system``, ``gb_z`` (height of the GB
-    plane, midway between the grains), ``atoms_per_plane``, ``plane_spacing``, ``repeat``, ``gb_area`` (A^2).
+    plane, half a bulk plane spacing above the lower grain), ``atoms_per_plane``, ``plane_spacing``, ``repeat``, ``gb_area`` (A^2).
     """
     system = gb_system(system) if isinstance(system, str) else system
     if len(repeat) != 2 or min(repeat) < 1:
         raise GCDError(f"repeat takes two positive in-plane periods, got {tuple(repeat)}")
+    if len(shift) not in (2, 3):
+        raise GCDError(f"shift takes two or three components (A), got {tuple(shift)}")
     if not thickness > 0:
         raise GCDError(f"grain thickness must be positive, got {thickness}")
     period = grain(system, system.lower, (1, 1, 1)).cell.lengths()
@@ -154,8 +157,10 @@ def bicrystal(
     spacing = plane_spacing(system)
     lower_height = lower.cell[2, 2]
     upper.positions[:, 2] += lower_height
-    upper.positions[:, :2] += np.asarray(shift, dtype=float)
-    lengths = np.array([lower.cell[0, 0], lower.cell[1, 1], lower_height + upper.cell[2, 2]])
+    translation = np.zeros(3)
+    translation[: len(shift)] = shift
+    upper.positions += translation
+    lengths = np.array([lower.cell[0, 0], lower.cell[1, 1], lower_height + upper.cell[2, 2] + translation[2]])
     atoms = Atoms(system.element * (len(lower) + len(upper)), cell=np.diag(lengths), pbc=(True, True, False),
                   positions=np.vstack([lower.positions, upper.positions]))
     atoms.wrap()
@@ -163,7 +168,7 @@ def bicrystal(
     # the upper grain's first plane sits at lower_height; its bulk spacing from the lower grain's top plane
     atoms.info.update(
         gb_system=system.key,
-        gb_z=float(lower_height - spacing / 2),
+        gb_z=float(lower_height - spacing / 2),  # tied to the lower grain, so a window's grains keep their voxels
         atoms_per_plane=atoms_per_plane(system, repeat),
         plane_spacing=spacing,
         repeat=[int(r) for r in repeat],
@@ -194,17 +199,15 @@ def gb_density(atoms: Atoms) -> float:
 
 
 def gb_plane_atoms(atoms: Atoms) -> np.ndarray:
-    """Indices of the upper grain's first plane: the atoms the GB search removes to set [n]."""
+    """Indices of the two atomic planes facing each other across the GB: the atoms the GB search may remove."""
     spacing = float(atoms.info["plane_spacing"])
-    gb_z = float(atoms.info["gb_z"])
-    z = atoms.positions[:, 2]
-    return np.flatnonzero((z >= gb_z) & (z < gb_z + spacing))
+    return np.flatnonzero(np.abs(atoms.positions[:, 2] - float(atoms.info["gb_z"])) < spacing)
 
 
 def set_gb_density(atoms: Atoms, n: float, rng: np.random.Generator, insert: bool = False) -> Atoms:
-    """A copy with [n] set to ``n`` (rounded to whole atoms): by removing random atoms of the upper grain's first
-    plane, or (``insert``) by adding atoms at random in-plane positions on the GB plane, as far as possible from
-    the others (the relaxation sorts out the rest)."""
+    """A copy with [n] set to ``n`` (rounded to whole atoms): by removing random atoms of the two planes facing
+    each other across the GB, or (``insert``) by adding atoms at random in-plane positions on the GB plane, as
+    far as possible from the others (the relaxation sorts out the rest)."""
     if not 0 <= n < 1:
         raise GCDError(f"[n] is a fraction of a plane in [0, 1), got {n}")
     per_plane = int(atoms.info["atoms_per_plane"])

@@ -9,6 +9,7 @@ diffusion model. The lowest E_gb per [n] is the reference a generator must reach
 from __future__ import annotations
 
 import csv
+import itertools
 import multiprocessing
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -26,7 +27,7 @@ from gcd_core.errors import GCDError
 TABLE_NAME = "gb_search.csv"
 STRUCTURES_DIR = "structures"
 COLUMNS = ("seed", "gb_system", "n", "n_atoms", "e_gb", "shift_x", "shift_y", "inserted", "temperature",
-           "md_steps", "seconds")
+           "md_steps", "final_shift_x", "final_shift_y", "final_shift_z", "seconds")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class GBSample:
     inserted: bool
     temperature: float  # 0: relaxed only
     md_steps: int
+    final_shift_x: float  # the upper grain's translation after MD and relaxation (A)
+    final_shift_y: float
+    final_shift_z: float  # away from the GB: the boundary's expansion
     seconds: float
     atoms: Atoms | None = field(default=None, repr=False)
 
@@ -111,6 +115,7 @@ def sample_gb(settings: GBSearchSettings, seed: int) -> GBSample:
     inserted = bool(rng.random() < settings.insert_fraction)
     per_plane = int(atoms.info["atoms_per_plane"])
     atoms = set_gb_density(atoms, rng.integers(per_plane) / per_plane, rng, insert=inserted)
+    built = atoms
     temperature, md_steps = 0.0, 0
     if rng.random() < settings.anneal_fraction:
         temperature = float(rng.uniform(*settings.temperature_range))
@@ -123,12 +128,24 @@ def sample_gb(settings: GBSearchSettings, seed: int) -> GBSample:
         atoms.info.update(info)
         atoms.set_array("grain", grains)
     relaxed, energy = relax_gb(atoms, settings)
-    relaxed.info.update(seed=seed, shift=[float(v) for v in shift], temperature=temperature, md_steps=md_steps)
+    final_shift = np.append(shift, 0.0) + block_translation(built, relaxed, settings.fixed_thickness)
+    relaxed.info.update(seed=seed, shift=[float(v) for v in shift], temperature=temperature, md_steps=md_steps,
+                        final_shift=[float(v) for v in final_shift])
     return GBSample(
         seed=seed, gb_system=system.key, n=round(gb_density(relaxed), 6), n_atoms=len(relaxed), e_gb=energy,
         shift_x=float(shift[0]), shift_y=float(shift[1]), inserted=inserted, temperature=round(temperature, 1),
-        md_steps=md_steps, seconds=round(time.perf_counter() - started, 3), atoms=relaxed,
+        md_steps=md_steps, final_shift_x=float(final_shift[0]), final_shift_y=float(final_shift[1]),
+        final_shift_z=float(final_shift[2]), seconds=round(time.perf_counter() - started, 3), atoms=relaxed,
     )
+
+
+def block_translation(before: Atoms, after: Atoms, fixed_thickness: float) -> np.ndarray:
+    """How far the top slab (one rigid block) moved between two states of the same atoms (minimum image in-plane)."""
+    _, block = boundary_masks(before, fixed_thickness)
+    moved = after.positions[block] - before.positions[block]
+    lengths = before.cell.lengths()[:2]
+    moved[:, :2] -= np.round(moved[:, :2] / lengths) * lengths
+    return moved.mean(axis=0)
 
 
 def _sample_quietly(settings: GBSearchSettings, seed: int) -> GBSample:
@@ -145,10 +162,11 @@ def run_gb_search(
     processes: int = 1,
     first_seed: int = 0,
     progress: Callable[[GBSample], None] | None = None,
+    time_budget: float | None = None,
 ) -> list[dict[str, object]]:
     """Sample seeds ``first_seed .. first_seed + samples - 1`` in ``processes`` worker processes, appending each
     result to ``out_dir/gb_search.csv`` and its structure to ``out_dir/structures/``; seeds already in the table
-    are skipped (resume). Returns the whole table."""
+    are skipped (resume). No sample starts after ``time_budget`` seconds. Returns the whole table."""
     out = Path(out_dir)
     (out / STRUCTURES_DIR).mkdir(parents=True, exist_ok=True)
     done = {int(row["seed"]) for row in read_gb_table(out)} if (out / TABLE_NAME).exists() else set()
@@ -160,15 +178,23 @@ def run_gb_search(
         if progress is not None:
             progress(sample)
 
+    deadline = None if time_budget is None else time.perf_counter() + time_budget
     if processes <= 1:
         for seed in seeds:
+            if deadline is not None and time.perf_counter() > deadline:
+                break
             keep(sample_gb(settings, seed))
     else:
         context = multiprocessing.get_context("spawn")  # LAMMPS and torch threads do not survive a fork well
         with ProcessPoolExecutor(processes, mp_context=context) as pool:
-            futures = [pool.submit(_sample_quietly, settings, seed) for seed in seeds]
-            for future in as_completed(futures):
-                keep(future.result())
+            pending = iter(seeds)
+            running = {pool.submit(_sample_quietly, settings, s) for s in itertools.islice(pending, processes)}
+            while running:
+                finished = next(as_completed(running))
+                running.remove(finished)
+                keep(finished.result())
+                if deadline is None or time.perf_counter() < deadline:
+                    running.update(pool.submit(_sample_quietly, settings, s) for s in itertools.islice(pending, 1))
     return read_gb_table(out)
 
 
@@ -189,7 +215,8 @@ def read_gb_table(out_dir: str | Path) -> list[dict[str, object]]:
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     for row in rows:
-        for key in ("n", "e_gb", "shift_x", "shift_y", "temperature", "seconds"):
+        for key in ("n", "e_gb", "shift_x", "shift_y", "temperature", "final_shift_x", "final_shift_y",
+                    "final_shift_z", "seconds"):
             row[key] = float(row[key])
         for key in ("seed", "n_atoms", "md_steps"):
             row[key] = int(row[key])
@@ -201,6 +228,21 @@ def read_gb_structure(out_dir: str | Path, seed: int) -> Atoms:
     atoms = read(Path(out_dir) / STRUCTURES_DIR / f"{seed}.extxyz", format="extxyz")
     atoms.pbc = (True, True, False)
     return atoms
+
+
+def low_energy_structures(out_dir: str | Path, per_n: int = 4) -> list[Atoms]:
+    """The ``per_n`` lowest-E_gb relaxed structures of each [n] the search reached, lowest overall first (the
+    GB diffusion model's training set)."""
+    groups: dict[float, list[dict[str, object]]] = {}
+    for row in read_gb_table(out_dir):
+        groups.setdefault(round(float(row["n"]), 6), []).append(row)
+    chosen = [r for rows in groups.values() for r in sorted(rows, key=lambda r: float(r["e_gb"]))[:per_n]]
+    structures = []
+    for row in sorted(chosen, key=lambda r: float(r["e_gb"])):
+        atoms = read_gb_structure(out_dir, int(row["seed"]))
+        atoms.info["e_gb"] = float(row["e_gb"])
+        structures.append(atoms)
+    return structures
 
 
 def lowest_per_n(rows: Iterable[dict[str, object]], bins: int) -> dict[int, dict[str, object]]:

@@ -113,20 +113,30 @@ def translate_grid(
 
 
 def random_augment(
-    atoms: Atoms, voxel_grid: VoxelGrid, generator: np.random.Generator, symmetry: bool = True
+    atoms: Atoms,
+    voxel_grid: VoxelGrid,
+    generator: np.random.Generator,
+    symmetry: bool = True,
+    fixed_axes: Sequence[int] = (),
 ) -> tuple[Atoms, GridSymmetry]:
     """A random continuous translation and, if ``symmetry``, a random grid symmetry of the structure.
 
-    Training data are augmented on the atoms (cheap, exact), then encoded.
+    ``fixed_axes`` are neither translated, flipped nor permuted (a grain-boundary window keeps its GB in the
+    middle and its grains on their sides). Training data are augmented on the atoms (cheap, exact), then encoded.
     """
     lengths = cell_lengths_of(atoms)
     out = atoms.copy()
-    out.positions = out.positions + generator.random(3) * np.array(lengths)
+    moving = np.ones(3)
+    moving[list(fixed_axes)] = 0
+    out.positions = out.positions + generator.random(3) * np.array(lengths) * moving
     out.wrap()
     op = GridSymmetry((0, 1, 2), (False, False, False))
     if symmetry:
         layout = voxel_grid.layout(lengths, warn=False)
-        ops = grid_symmetries(layout.shape, lengths)
+        ops = [
+            o for o in grid_symmetries(layout.shape, lengths)
+            if all(o.perm[k] == k and not o.flips[k] for k in fixed_axes)
+        ]
         op = ops[int(generator.integers(len(ops)))]
         out = apply_symmetry_to_atoms(out, op)
     return out, op

