@@ -138,7 +138,8 @@ def bicrystal(
 
     Cell: the in-plane periods along x, y and the total height along z, with ``pbc = (True, True, False)``: open
     along the normal. Arrays: ``grain`` (0 lower, 1 upper). ``info``: ``gb_system``, ``gb_z`` (height of the GB
-    plane, half a bulk plane spacing above the lower grain), ``atoms_per_plane``, ``plane_spacing``, ``repeat``, ``gb_area`` (A^2).
+    plane, half a bulk plane spacing above the lower grain), ``atoms_per_plane``, ``plane_spacing``, ``repeat``,
+    ``gb_area`` (A^2).
     """
     system = gb_system(system) if isinstance(system, str) else system
     if len(repeat) != 2 or min(repeat) < 1:
