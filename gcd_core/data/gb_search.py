@@ -27,7 +27,7 @@ from gcd_core.errors import GCDError
 TABLE_NAME = "gb_search.csv"
 STRUCTURES_DIR = "structures"
 COLUMNS = ("seed", "gb_system", "n", "n_atoms", "e_gb", "shift_x", "shift_y", "inserted", "temperature",
-           "md_steps", "final_shift_x", "final_shift_y", "final_shift_z", "seconds")
+           "md_steps", "final_shift_x", "final_shift_y", "final_shift_z", "seconds", "cpu_seconds")
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,8 @@ class GBSample:
     final_shift_x: float  # the upper grain's translation after MD and relaxation (A)
     final_shift_y: float
     final_shift_z: float  # away from the GB: the boundary's expansion
-    seconds: float
+    seconds: float  # wall clock
+    cpu_seconds: float  # this process's CPU time (LAMMPS runs in it): comparable however busy the machine is
     atoms: Atoms | None = field(default=None, repr=False)
 
     def row(self) -> dict[str, object]:
@@ -106,7 +107,7 @@ def sample_gb(settings: GBSearchSettings, seed: int) -> GBSample:
     """One sample of the search, fully determined by ``seed``."""
     from gcd_core.physics.eam import anneal, potential_for
 
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     rng = np.random.default_rng(seed)
     system = gb_system(settings.system)
     start = bicrystal(system, settings.repeat, settings.thickness)
@@ -135,7 +136,8 @@ def sample_gb(settings: GBSearchSettings, seed: int) -> GBSample:
         seed=seed, gb_system=system.key, n=round(gb_density(relaxed), 6), n_atoms=len(relaxed), e_gb=energy,
         shift_x=float(shift[0]), shift_y=float(shift[1]), inserted=inserted, temperature=round(temperature, 1),
         md_steps=md_steps, final_shift_x=float(final_shift[0]), final_shift_y=float(final_shift[1]),
-        final_shift_z=float(final_shift[2]), seconds=round(time.perf_counter() - started, 3), atoms=relaxed,
+        final_shift_z=float(final_shift[2]), seconds=round(time.perf_counter() - started, 3),
+        cpu_seconds=round(time.process_time() - started_cpu, 3), atoms=relaxed,
     )
 
 
@@ -169,6 +171,7 @@ def run_gb_search(
     are skipped (resume). No sample starts after ``time_budget`` seconds. Returns the whole table."""
     out = Path(out_dir)
     (out / STRUCTURES_DIR).mkdir(parents=True, exist_ok=True)
+    _upgrade_table(out / TABLE_NAME)
     done = {int(row["seed"]) for row in read_gb_table(out)} if (out / TABLE_NAME).exists() else set()
     seeds = [s for s in range(first_seed, first_seed + samples) if s not in done]
 
@@ -198,6 +201,21 @@ def run_gb_search(
     return read_gb_table(out)
 
 
+def _upgrade_table(path: Path) -> None:
+    """Rewrite a table written with fewer columns under today's header (new columns empty), so rows append."""
+    if not path.exists():
+        return
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if tuple(reader.fieldnames or ()) == COLUMNS:
+            return
+        rows = list(reader)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS, restval="")
+        writer.writeheader()
+        writer.writerows({k: v for k, v in row.items() if k in COLUMNS} for row in rows)
+
+
 def _append_row(path: Path, row: dict[str, object]) -> None:
     new = not path.exists()
     with path.open("a", newline="") as handle:
@@ -215,8 +233,10 @@ def read_gb_table(out_dir: str | Path) -> list[dict[str, object]]:
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     for row in rows:
+        if not row.get("cpu_seconds"):  # tables from before the column: wall time on an idle core
+            row["cpu_seconds"] = row["seconds"]
         for key in ("n", "e_gb", "shift_x", "shift_y", "temperature", "final_shift_x", "final_shift_y",
-                    "final_shift_z", "seconds"):
+                    "final_shift_z", "seconds", "cpu_seconds"):
             row[key] = float(row[key])
         for key in ("seed", "n_atoms", "md_steps"):
             row[key] = int(row[key])

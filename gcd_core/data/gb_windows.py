@@ -3,7 +3,8 @@
 A window is the slab of a bicrystal within half a window height of the GB plane, made periodic along the normal
 so that it lies on the model's periodic grid. Its two ends are bulk grain, which generation holds fixed (known
 voxels); the middle, the GB region, is generated with a free atom count. The seam where the window wraps
-(upper grain meeting lower grain) is always a known region, so the model never has to make it.
+(upper grain meeting lower grain, with an empty layer between) is always a known region, so the model never
+has to make it.
 
 Voxels per system fit the bicrystal's in-plane periods and its plane spacing exactly, so every bulk atom of a
 grain sits at the same place in its voxel in every window of that system.
@@ -62,6 +63,11 @@ def window_height(system: GBSystem | str) -> float:
     return window_spec(system).planes * plane_spacing(system)
 
 
+# The window's top layer is left empty: the upper grain's last atoms would otherwise meet the lower grain's first
+# across the periodic seam at whatever distance the grains' relative translation gives, even on top of each other.
+SEAM_CLEARANCE = 1.5  # A
+
+
 def window_bottom(atoms: Atoms) -> float:
     """Height in the bicrystal where its window starts: half a window below the GB, nudged (by under one voxel)
     so that the lower grain's planes sit at voxel centres rather than on voxel faces, where rounding would put
@@ -80,7 +86,7 @@ def gb_window(atoms: Atoms) -> Atoms:
     height = window_height(system)
     bottom = window_bottom(atoms)
     z = atoms.positions[:, 2] - bottom
-    inside = (z >= 0) & (z < height)
+    inside = (z >= 0) & (z < height - SEAM_CLEARANCE)
     window = atoms[inside]
     window.positions[:, 2] = z[inside]
     window.cell = np.diag([atoms.cell[0, 0], atoms.cell[1, 1], height])

@@ -7,6 +7,7 @@ model the app serves (``$GCD_CHECKPOINT`` or the default). Runs stay short (10-3
 from __future__ import annotations
 
 import re
+import time
 
 import ase.io
 import numpy as np
@@ -166,6 +167,52 @@ def test_carbon_page_takes_a_target_refuses_a_malformed_upload_and_compares_spec
         assert tab.wait_table(1) == ["0"]
         assert tab.table_column("spectral error")[0].strip()  # the forward model judged the sample
         tab.page.get_by_role("heading", name="Compare").wait_for()  # the spectra and g(r) plots' section
+        assert_clean(tab)
+    finally:
+        tab.close()
+
+
+@pytest.mark.skipif(not DEFAULT_CARBON_MODEL.is_file(), reason="the shipped carbon model is missing")
+def test_carbon_page_draws_a_target_and_generates_toward_it(chromium, dashboard_server) -> None:
+    """Drag a control point of the target plot with the mouse: the bent curve comes back from the server, becomes
+    the target, and a guided run is judged against it and plotted with it."""
+    from app.views import DRAWING_PLOT_NAME
+
+    tab = DashboardPage.open(chromium, dashboard_server.url + "?model=carbon")
+    try:
+        tab.page.locator("select").filter(has_text="none (unconditional)").select_option(label="graphite")
+        tab.page.get_by_text("Target: example graphite").wait_for()
+        points = tab.draggable_points(DRAWING_PLOT_NAME)
+        assert len(points) == 21
+        index = min(range(len(points)), key=lambda i: abs(points[i][0] - 300.0))  # on graphite's sigma* shoulder
+        energy, intensity, page_x, page_y = points[index]
+        tab.drag((page_x, page_y), (page_x, page_y - 60))  # 60 px up
+
+        tab.page.get_by_text("Target: drawn (reshaped example graphite)").wait_for()
+        moved = tab.draggable_points(DRAWING_PLOT_NAME)[index]
+        assert moved[0] == pytest.approx(energy, abs=0.5) and moved[1] > intensity + 0.005, (points[index], moved)
+        # the server bent the target through the point and sent the curve back (only the server computes it)
+        deadline = time.monotonic() + 20
+        while True:
+            drawn = tab.plot_curves(DRAWING_PLOT_NAME).get("target (drawn)")
+            if drawn and np.interp(moved[0], *drawn) == pytest.approx(moved[1], rel=1e-6):
+                break
+            assert time.monotonic() < deadline, f"the drawn curve does not pass through the moved point {moved}"
+            tab.page.wait_for_timeout(200)
+
+        tab.set_slider("Box edge", 0)  # the smallest box the slider allows
+        tab.set_slider("Samples", 1)
+        tab.set_slider("Sampler steps", 10)
+        tab.set_slider("Gradient guidance", 5)
+        tab.generate()
+        assert tab.wait_status(("done", "error", "cancelled"), timeout=120).status == "done"
+        assert tab.wait_table(1) == ["0"]
+        assert tab.table_column("spectral error")[0].strip()  # judged against the drawn target
+        deadline = time.monotonic() + 20
+        while "target: drawn (reshaped example graphite)" not in (curves := tab.plot_curves(title="XANES")):
+            assert time.monotonic() < deadline, f"the comparison does not show the drawn target: {list(curves)}"
+            tab.page.wait_for_timeout(200)
+        assert "sample 0" in curves
         assert_clean(tab)
     finally:
         tab.close()
