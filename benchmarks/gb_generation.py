@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-from gcd_core.data.bicrystal import gb_density
-from gcd_core.data.gb_search import GBSearchSettings, gb_phases, lowest_per_n, read_gb_table, relax_gb
-from gcd_core.grain_boundaries import GBRequest, generate_gb
+from gcd_core.data.gb_search import gb_phases, lowest_per_n, read_gb_table
+from gcd_core.grain_boundaries import GBRequest, generate_relaxed_gbs, plot_gb_energies
 from gcd_core.model import GCDModel
 
 
@@ -35,26 +33,6 @@ def time_to_reach(rows: list[dict], bins: int, targets: dict[int, float]) -> dic
         if index in targets and index not in reached and float(row["e_gb"]) <= targets[index]:
             reached[index] = spent
     return reached
-
-
-def generate_and_relax(model: GCDModel, system: str, args: argparse.Namespace) -> list[dict]:
-    """Generated GBs, relaxed and scored, with the CPU time of each (its share of its batch's sampling)."""
-    settings = GBSearchSettings(system)
-    rows = []
-    for first in range(0, args.samples, args.batch):
-        count = min(args.batch, args.samples - first)
-        request = GBRequest(system, num_samples=count, steps=args.steps, resample=args.resample,
-                            seed=args.seed + first, target_n=None)
-        started = time.process_time()
-        structures = generate_gb(model, request)
-        sampling = (time.process_time() - started) / count
-        for offset, atoms in enumerate(structures):
-            started = time.process_time()
-            relaxed, energy = relax_gb(atoms, settings)
-            rows.append({"sample": first + offset, "n": gb_density(relaxed), "n_atoms": len(relaxed),
-                         "e_gb": energy, "cpu_seconds": sampling + time.process_time() - started})
-        print(f"  generated {first + count}/{args.samples}", file=sys.stderr)
-    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     search = sorted(read_gb_table(args.search), key=lambda r: int(r["seed"]))
     system = str(search[0]["gb_system"])
     model = GCDModel.load(args.model, device="cpu")
-    generated = generate_and_relax(model, system, args)
+    request = GBRequest(system, num_samples=args.samples, steps=args.steps, resample=args.resample, seed=args.seed)
+
+    def progress(done: int) -> None:
+        print(f"  generated and relaxed {done}/{args.samples}", file=sys.stderr)
+
+    generated = [row for _, row in generate_relaxed_gbs(model, request, args.batch, progress)]
 
     best_search = lowest_per_n(search, args.bins)
     best_generated = lowest_per_n(generated, args.bins)
@@ -124,29 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
     if args.plot:
-        plot(search, generated, system, args.plot)
+        plot_gb_energies(search, generated, system, args.plot)
     return 0
-
-
-def plot(search: list[dict], generated: list[dict], system: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
-    axes.scatter([r["n"] for r in search], [r["e_gb"] for r in search], s=8, alpha=0.4, label="GB search")
-    axes.scatter([r["n"] for r in generated], [r["e_gb"] for r in generated], s=14, marker="x",
-                 label="generator (in-painted, relaxed)")
-    axes.set_xlabel("[n] (fraction of a bulk plane)")
-    axes.set_ylabel("E_gb (J/m$^2$)")
-    axes.set_title(system)
-    low = min(float(r["e_gb"]) for r in [*search, *generated])
-    axes.set_ylim(low - 0.05, low + 1.5)
-    axes.legend()
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
 
 
 if __name__ == "__main__":

@@ -10,14 +10,17 @@ its window, in-paints the GB slab and pastes the result back into the bicrystal,
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import dataclasses
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from ase import Atoms
 
-from gcd_core.data.bicrystal import bicrystal, gb_system
+from gcd_core.data.bicrystal import bicrystal, gb_density, gb_system
 from gcd_core.data.gb_windows import gb_window, generated_slab, paste_window, window_spec
 from gcd_core.diffusion.samplers import Frame, Inpaint
 from gcd_core.errors import GCDError
@@ -122,3 +125,61 @@ def generate_gb(model: GCDModel, request: GBRequest) -> list[Atoms]:
     if last is None:
         raise GCDError("the sampler produced no frames")
     return decode_gb(model, *last)
+
+
+def generate_relaxed_gbs(
+    model: GCDModel, request: GBRequest, batch: int = 8, progress: Callable[[int], None] | None = None
+) -> list[tuple[Atoms, dict[str, float]]]:
+    """``request.num_samples`` GBs in batches of ``batch``, each relaxed as the GB search relaxes its samples and
+    scored: (relaxed bicrystal, {sample, n, n_atoms, e_gb, cpu_seconds}); a sample's CPU time is its share of its
+    batch's sampling plus its own relaxation."""
+    from gcd_core.data.gb_search import GBSearchSettings, relax_gb
+
+    settings = GBSearchSettings(request.system, thickness=request.thickness)
+    results = []
+    for first in range(0, request.num_samples, batch):
+        count = min(batch, request.num_samples - first)
+        seed = None if request.seed is None else request.seed + first
+        part = dataclasses.replace(request, num_samples=count, seed=seed)
+        started = time.process_time()
+        structures = generate_gb(model, part)
+        sampling = (time.process_time() - started) / count
+        for offset, atoms in enumerate(structures):
+            started = time.process_time()
+            relaxed, energy = relax_gb(atoms, settings)
+            row = {"sample": first + offset, "n": gb_density(relaxed), "n_atoms": len(relaxed), "e_gb": energy,
+                   "cpu_seconds": sampling + time.process_time() - started}
+            relaxed.info.update(row)
+            results.append((relaxed, row))
+        if progress is not None:
+            progress(first + count)
+    return results
+
+
+def plot_gb_energies(
+    search: Sequence[dict], generated: Sequence[dict], title: str, path: str | Path
+) -> None:
+    """PNG of E_gb against [n]: the GB search's samples and the generator's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
+    if search:
+        axes.scatter([r["n"] for r in search], [r["e_gb"] for r in search], s=8, alpha=0.4, label="GB search")
+    if generated:
+        axes.scatter([r["n"] for r in generated], [r["e_gb"] for r in generated], s=16, marker="x",
+                     label="generator (in-painted, relaxed)")
+    energies = [float(r["e_gb"]) for r in [*search, *generated]]
+    if energies:
+        axes.set_ylim(min(energies) - 0.05, min(energies) + 1.5)  # the low-energy end is what matters
+    axes.set_xlim(0, 1)
+    axes.set_xlabel("[n] (fraction of a bulk plane)")
+    axes.set_ylabel("E_gb (J/m$^2$)")
+    axes.set_title(title)
+    axes.legend()
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
