@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from gcd_core.data.bicrystal import bicrystal, gb_density, gb_system
+from gcd_core.data.bicrystal import OVERLAP_FRACTION, bicrystal, gb_density, gb_system
 from gcd_core.data.gb_windows import gb_window, generated_slab, paste_window, window_spec
 from gcd_core.diffusion.samplers import Frame, Inpaint
 from gcd_core.errors import GCDError
@@ -94,6 +94,8 @@ def _generation_request(model: GCDModel, request: GBRequest, window: Atoms) -> G
         tuple(float(v) for v in window.cell.lengths()), num_samples=request.num_samples, steps=request.steps,
         sampler=request.sampler, resample=request.resample, seed=request.seed, label=request.system,
         scalars=scalars, guidance_scale=request.guidance_scale,
+        # atoms closer than this are one atom, as the bicrystal builder merges them across a fresh GB
+        merge_distance=OVERLAP_FRACTION * gb_system(request.system).nearest_neighbour,
     )
 
 
@@ -146,7 +148,10 @@ def generate_relaxed_gbs(
         sampling = (time.process_time() - started) / count
         for offset, atoms in enumerate(structures):
             started = time.process_time()
-            relaxed, energy = relax_gb(atoms, settings)
+            try:
+                relaxed, energy = relax_gb(atoms, settings)
+            except GCDError:  # LAMMPS refused the sample (a crowd of atoms): it counts, as a failure
+                relaxed, energy = atoms, float("nan")
             row = {"sample": first + offset, "n": gb_density(relaxed), "n_atoms": len(relaxed), "e_gb": energy,
                    "cpu_seconds": sampling + time.process_time() - started}
             relaxed.info.update(row)

@@ -363,7 +363,8 @@ def test_carbon_mode_targets_guidance_results_and_bad_uploads(tmp_path: Path) ->
     settings, run = dashboard.settings, dashboard.run
     assert settings.amorphous and dashboard.compare is not None and not dashboard.settings_panel.supercell.visible
     examples = [name for name in settings.param.target.objects if name]
-    assert len(examples) == 5 and any("3.5gcc" in name for name in examples)
+    assert len(examples) == 7 and any("3.5gcc" in name for name in examples)
+    assert {"diamond", "graphite"} <= set(examples)
     settings.target = next(name for name in examples if "3.5gcc" in name)
     assert settings.target_spectrum.shape == (100,) and settings.target_label.startswith("example")
     chosen = settings.target_spectrum.copy()
@@ -386,3 +387,142 @@ def test_carbon_mode_targets_guidance_results_and_bad_uploads(tmp_path: Path) ->
     dashboard.settings_panel.upload.filename = "mine.csv"
     dashboard.settings_panel.upload.value = good
     assert settings.target_label == "uploaded mine.csv" and dashboard.error_message == ""
+
+
+# -------------------------------------------------------------------------------------------- drawn targets
+@pytest.fixture(scope="module")
+def carbon_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _save_tiny_spectrum_model(tmp_path_factory.mktemp("carbon") / "carbon.pt")
+
+
+def drag_point(dashboard: Dashboard, index: int, intensity: float) -> None:
+    """What the browser sends when a control point is dragged: every point's position, one of them moved."""
+    energies, intensities = dashboard.drawing.control_points
+    intensities = intensities.copy()
+    intensities[index] = intensity
+    dashboard.drawing.stream.event(data={"energy": list(energies), "intensity": list(intensities)})
+
+
+def test_reference_presets_are_diamond_and_graphite() -> None:
+    from gcd_core.physics.spectra import pi_star_intensity, read_spectrum
+
+    presets = app_state.example_spectra()
+    diamond, graphite = read_spectrum(presets["diamond"]), read_spectrum(presets["graphite"])
+    # all sp3 diamond has no pi* resonance; all sp2 graphite has a strong one
+    assert pi_star_intensity(diamond) < 1e-6 < 0.02 < pi_star_intensity(graphite)
+
+
+def test_bend_spectrum_passes_through_the_points_and_keeps_the_shape_between() -> None:
+    grid = app_state.ENERGY_GRID
+    base = np.exp(-(((grid - 292.0) / 5.0) ** 2))
+    knots = np.linspace(grid[0], grid[-1], 21)
+    heights = np.interp(knots, grid, base)
+    heights[10] += 0.5  # knot 10 sits at 294.5 eV; its neighbours at 292.5 and 296.5
+    energies, curve = app_state.bend_spectrum(base, knots[::-1], heights[::-1])  # any order
+    assert np.all(np.diff(energies) >= 0)
+    np.testing.assert_allclose(np.interp(knots, energies, curve), heights, atol=1e-12)
+    outside = (grid < knots[9]) | (grid > knots[11])
+    np.testing.assert_allclose(np.interp(grid[outside], energies, curve), base[outside], atol=1e-12)
+    assert np.all(np.interp(grid[~outside], energies, curve) >= base[~outside])
+
+    # pulling a point to zero under a steep base undershoots between points: cut at zero, the point kept
+    heights = np.interp(knots, grid, base)
+    heights[9] = 0.0
+    _, curve = app_state.bend_spectrum(base, knots, heights)
+    assert curve.min() == 0.0
+    # from scratch (no base): straight lines between the points, zero outside
+    energies, curve = app_state.bend_spectrum(None, [290.0, 300.0, 310.0], [0.0, 1.0, 0.0])
+    assert np.interp(295.0, energies, curve) == pytest.approx(0.5) and np.interp(280.0, energies, curve) == 0
+
+
+def test_drawn_target_becomes_the_target_of_the_request_and_the_run(carbon_checkpoint: Path, checkpoint: Path) -> None:
+    from gcd_core.physics.spectra import conditioning_vector
+
+    assert Dashboard(checkpoint).drawing is None  # crystal models have no target spectrum
+    dashboard = make_dashboard(carbon_checkpoint, steps=10, samples=1)
+    settings, run, drawing = dashboard.settings, dashboard.run, dashboard.drawing
+    settings.target = "graphite"
+    example = settings.target_spectrum.copy()
+    page = pn.panel(dashboard)
+    assert any(pane is drawing.plot for pane in page.select(pn.pane.HoloViews))
+    page.get_root()  # rendering the plot syncs the stream; it must not change the target
+    assert settings.target_label == "example graphite"
+    energies, start = drawing.control_points
+    assert len(energies) == 21 and np.allclose(start, np.interp(energies, app_state.ENERGY_GRID, example))
+
+    drag_point(dashboard, 12, start[12] + 0.05)  # 298.5 eV, up
+
+    assert settings.target_label == "drawn (reshaped example graphite)" and settings.target is None
+    assert dashboard.settings_panel.target_info.object == "Target: drawn (reshaped example graphite)"
+    drawn = settings.target_spectrum
+    assert drawn.shape == (100,) and np.trapezoid(drawn, app_state.ENERGY_GRID) == pytest.approx(1.0)
+    grid = app_state.ENERGY_GRID
+    near = np.argmin(abs(grid - energies[12]))
+    away = (grid < energies[11]) | (grid > energies[13])
+    ratio = drawn[away & (example > 1e-4)] / example[away & (example > 1e-4)]
+    assert np.ptp(ratio) < 1e-9  # away from the point only the unit-area scale changed ...
+    assert drawn[near] / example[near] > ratio[0] * 1.5  # ... at the point the target rose
+    assert not drawing.reset_button.disabled and dashboard.error_message == ""
+
+    request = settings.request(dashboard.model)
+    np.testing.assert_allclose(request.vector, conditioning_vector(drawn))
+    assert not np.allclose(request.vector, conditioning_vector(example))
+
+    settings.param.update(box_edge=9.6, spectrum_guidance=1.0, guidance_scale=2.0)
+    assert run.generate_blocking() == "done", run.error
+    np.testing.assert_array_equal(run.target_spectrum, drawn)
+    assert run.target_label == settings.target_label and len(run.rows) == 1  # (untrained: too dense to judge)
+    labels = [curve.label for curve in dashboard.compare.spectra.object]
+    assert labels[0] == "target: drawn (reshaped example graphite)" and "sample 0" in labels
+
+    drawing.reset_button.clicks += 1  # back to the example the drawing started from
+    np.testing.assert_array_equal(settings.target_spectrum, example)
+    assert settings.target == "graphite" and dashboard.settings_panel.target.value == "graphite"
+    assert drawing.reset_button.disabled
+
+
+def test_invalid_drawing_is_refused_and_the_previous_target_stays(carbon_checkpoint: Path) -> None:
+    dashboard = make_dashboard(carbon_checkpoint)
+    settings = dashboard.settings
+    settings.target = "a-C_2.5gcc_d2.5_1"
+    drag_point(dashboard, 10, 0.07)
+    previous, label = settings.target_spectrum.copy(), settings.target_label
+    assert label.startswith("drawn")
+
+    drag_point(dashboard, 4, -0.004)  # dragged below the axis
+    assert "Drawn target not used" in dashboard.error_message and "below zero" in dashboard.error_message
+    assert "-0.004 at 282.5 eV" in dashboard.error_message
+    np.testing.assert_array_equal(settings.target_spectrum, previous)
+    assert settings.target_label == label
+
+    for energies, intensities, reason in [
+        ([280.0, 290.0, 300.0], [0.0, np.nan, 0.0], "not a number"),
+        ([280.0, 290.0, np.inf], [0.0, 1.0, 0.0], "not a number"),
+        (app_state.ENERGY_GRID, np.zeros(100), "no area"),
+        ([200.0, 250.0], [1.0, 1.0], "no area"),  # entirely below the grid
+        ([290.0], [1.0], "at least two points"),
+        ([290.0, 290.0], [1.0, 2.0], "one energy"),
+    ]:
+        with pytest.raises(app_state.GCDError, match=reason):
+            settings.set_drawn_target(energies, intensities)
+        np.testing.assert_array_equal(settings.target_spectrum, previous)
+        assert settings.target_label == label
+
+    drag_point(dashboard, 4, 0.001)  # a valid drawing again: used, and the alert goes
+    assert dashboard.error_message == "" and not np.array_equal(settings.target_spectrum, previous)
+
+
+def test_drawing_from_no_target(carbon_checkpoint: Path) -> None:
+    dashboard = make_dashboard(carbon_checkpoint)
+    settings = dashboard.settings
+    assert settings.target_spectrum is None and not dashboard.drawing.control_points[1].any()
+    with pytest.raises(app_state.GCDError, match="needs a target"):
+        settings.param.update(spectrum_guidance=1.0) or settings.request(dashboard.model)
+
+    drag_point(dashboard, 10, 0.05)  # one point up from zero: a triangle 4 eV wide at its base
+
+    assert settings.target_label == "drawn from scratch"
+    spectrum, grid = settings.target_spectrum, app_state.ENERGY_GRID
+    assert grid[np.argmax(spectrum)] == pytest.approx(294.5, abs=0.3)
+    assert np.all(spectrum[(grid < 292.5) | (grid > 296.5)] == 0)
+    assert settings.request(dashboard.model).vector is not None  # guidance now has its target

@@ -472,3 +472,35 @@ def test_xanes_command_prints_spectrum_features_and_writes_them(tmp_path: Path, 
     two = tmp_path / "two.extxyz"
     ase.io.write(two, [crystal("diamond", 3), crystal("diamond", 3)])
     assert "holds 2 structures" in _error(capsys, ["xanes", str(two)])
+
+
+@pytest.mark.skipif(not __import__("gcd_core.physics.eam").physics.eam.lammps_available(), reason="needs LAMMPS")
+def test_gb_search_train_and_generate_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A short GB search feeds a tiny GB model, which in-paints GBs that are relaxed, scored and plotted."""
+    search = tmp_path / "search"
+    assert main(["gb-search", "cu_sigma5_tilt", str(search), "--samples", "3", "--anneal-fraction", "0"]) == 0
+    assert "lowest E_gb" in capsys.readouterr().out
+    model = tmp_path / "model"
+    assert main(["train", str(model), "--gb-search", str(search), "--gb-condition-n", "--base-channels", "4",
+                 "--channel-mults", "1", "2", "--steps", "2", "--batch-size", "1"]) == 0
+    metadata = json.loads((model / "model.json").read_text())
+    assert set(metadata["data"]["gb_shifts"]) == {"cu_sigma5_tilt"}
+    out = tmp_path / "generated"
+    assert main(["gb-generate", "cu_sigma5_tilt", str(out), "--model", str(model / "model.pt"), "--samples", "2",
+                 "--steps", "2", "--resample", "1", "--target-n", "0.5", "--search", str(search),
+                 "--plot", str(out / "e_gb.png")]) == 0
+    rows = (out / "gb_generated.csv").read_text().splitlines()
+    assert len(rows) == 3 and (out / "e_gb.png").stat().st_size > 1000
+    atoms = ase.io.read(out / "structures" / "0.extxyz")
+    assert atoms.info["gb_system"] == "cu_sigma5_tilt" and "e_gb" in atoms.info
+
+
+def test_gb_commands_refuse_bad_input_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["gb-generate", "cu_sigma5_tilt", str(tmp_path), "--search", str(tmp_path / "none")]) == 1
+    assert "run a GB search" in capsys.readouterr().err
+    assert main(["gb-generate", "cu_sigma5_tilt", str(tmp_path), "--model", str(tmp_path / "none.pt")]) == 1
+    assert capsys.readouterr().err.count("\n") == 1
+    assert main(["gb-search", "al_sigma3", str(tmp_path)]) == 2
+    assert "invalid choice" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "m"), "--crystal", "bcc", "--gb-condition-n"]) == 1
+    assert "--gb-condition-n" in capsys.readouterr().err

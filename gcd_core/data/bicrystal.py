@@ -23,6 +23,7 @@ Direction = tuple[int, int, int]
 Directions = tuple[Direction, Direction, Direction]
 
 LOWER, UPPER = 0, 1  # values of the "grain" array
+OVERLAP_FRACTION = 0.6  # of the bulk nearest-neighbour distance: closer atoms are one atom too many
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def bicrystal(
     repeat: Sequence[int] = (1, 1),
     thickness: float = 16.0,
     shift: Sequence[float] = (0.0, 0.0),
-    overlap_fraction: float = 0.6,
+    overlap_fraction: float = OVERLAP_FRACTION,
 ) -> Atoms:
     """The bicrystal: ``repeat`` in-plane periods, each grain at least ``thickness`` A thick (whole periods), the
     upper grain translated by ``shift`` (A): in-plane (x, y), and optionally away from the GB (z, an expansion).

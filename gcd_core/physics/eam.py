@@ -254,7 +254,7 @@ class _System:
             pair_style eam/alloy
             pair_coeff * * "{potential.path}" {el} {el} {el}
             neighbor 2.0 bin
-            neigh_modify every 1 delay 0 check yes
+            neigh_modify every 1 delay 0 check yes one 20000 page 200000
             group free type {_FREE}
             group fixed type {_FIXED}
             group rigid type {_RIGID}

@@ -182,6 +182,7 @@ def test_carbon_page_draws_a_target_and_generates_toward_it(chromium, dashboard_
     try:
         tab.page.locator("select").filter(has_text="none (unconditional)").select_option(label="graphite")
         tab.page.get_by_text("Target: example graphite").wait_for()
+        tab.wait_plot_title(DRAWING_PLOT_NAME, "graphite")  # the drawing starts again from the chosen example
         points = tab.draggable_points(DRAWING_PLOT_NAME)
         assert len(points) == 21
         index = min(range(len(points)), key=lambda i: abs(points[i][0] - 300.0))  # on graphite's sigma* shoulder
