@@ -314,6 +314,35 @@ class DashboardPage:
             time.sleep(0.1)
         return samples
 
+    # --------------------------------------------------------------------------------------------- drawing
+    def draggable_points(self, plot_name: str) -> list[tuple[float, float, float, float]]:
+        """(x, y, page x, page y) of every point the Bokeh figure named ``plot_name`` lets the user drag (its
+        PointDrawTool's points): data coordinates, and where they sit on the page for the mouse."""
+        return [tuple(p) for p in self.page.evaluate(_DRAGGABLE_POINTS_JS, plot_name)]
+
+    def wait_plot_title(self, plot_name: str, text: str, timeout: float = 30.0) -> str:
+        """The title of the Bokeh figure named ``plot_name`` once it contains ``text`` (a figure the server
+        replaced is drawn anew a moment after the change that replaced it)."""
+        script = "(name) => {" + _FIND_PLOT_JS + "const plot = findPlot({name}); return plot?.model.title.text ?? '';}"
+        deadline = time.monotonic() + timeout
+        while text not in (title := self.page.evaluate(script, plot_name)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"figure {plot_name} is titled {title!r} after {timeout:.0f} s, without {text!r}")
+            time.sleep(0.1)
+        return title
+
+    def drag(self, start: tuple[float, float], end: tuple[float, float], steps: int = 8) -> None:
+        """Press the mouse at ``start`` (page pixels), move it to ``end`` in ``steps`` moves and let go."""
+        self.page.mouse.move(*start)
+        self.page.mouse.down()
+        self.page.mouse.move(*end, steps=steps)
+        self.page.mouse.up()
+
+    def plot_curves(self, plot_name: str | None = None, title: str | None = None) -> dict[str, list[list[float]]]:
+        """The line glyphs of one Bokeh figure (found by name or by the start of its title) by legend label:
+        {label: [xs, ys]}; unlabelled lines as line 0, line 1, ..."""
+        return self.page.evaluate(_PLOT_CURVES_JS, {"name": plot_name, "title": title})
+
     # --------------------------------------------------------------------------------------------- viewers
     def volume_canvases(self) -> int:
         return self.page.locator(".bk-panel-models-vtk-VTKVolumePlot canvas").count()
@@ -324,3 +353,48 @@ class DashboardPage:
         data = body.evaluate("b => Object.assign({}, b.dataset)")
         data["canvases"] = str(body.locator("canvas").count())
         return data
+
+
+# Bokeh's view index (window.Bokeh.index) holds every view of the page: a figure's frame maps data to canvas
+# pixels (x_scale / y_scale), and its canvas element places those on the page.
+_FIND_PLOT_JS = r"""
+const findPlot = ({name, title}) => Bokeh.index.query_one((view) =>
+  view.frame !== undefined && view.canvas_view !== undefined &&
+  ((name && view.model.name === name) || (title && view.model.title && view.model.title.text.startsWith(title))));
+"""
+_DRAGGABLE_POINTS_JS = (
+    "(name) => {"
+    + _FIND_PLOT_JS
+    + r"""
+  const plot = findPlot({name});
+  if (!plot) throw new Error(`no figure named ${name} on the page`);
+  const tool = plot.model.toolbar.tools.find((t) => t.type === "PointDrawTool");
+  if (!tool) throw new Error(`the figure ${name} has no PointDrawTool`);
+  const data = tool.renderers[0].data_source.data, glyph = tool.renderers[0].glyph;
+  const xs = Array.from(data[glyph.x.field]), ys = Array.from(data[glyph.y.field]);
+  const box = plot.canvas_view.el.getBoundingClientRect();
+  const {x_scale, y_scale} = plot.frame;
+  return xs.map((x, i) => [x, ys[i], box.left + x_scale.compute(x), box.top + y_scale.compute(ys[i])]);
+}"""
+)
+_PLOT_CURVES_JS = (
+    "(query) => {"
+    + _FIND_PLOT_JS
+    + r"""
+  const plot = findPlot(query);
+  if (!plot) throw new Error(`no figure ${JSON.stringify(query)} on the page`);
+  const labels = new Map();
+  for (const legend of plot.model.center.filter((m) => m.type === "Legend"))
+    for (const item of legend.items)
+      for (const renderer of item.renderers) labels.set(renderer, item.label.value ?? String(item.label));
+  const curves = {};
+  let unnamed = 0;
+  for (const renderer of plot.model.renderers) {
+    if (renderer.type !== "GlyphRenderer" || renderer.glyph.type !== "Line") continue;
+    const data = renderer.data_source.data, glyph = renderer.glyph;
+    const label = labels.get(renderer) ?? `line ${unnamed++}`;
+    curves[label] = [Array.from(data[glyph.x.field]), Array.from(data[glyph.y.field])];
+  }
+  return curves;
+}"""
+)

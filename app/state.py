@@ -116,8 +116,40 @@ def load_forward_model(device: str | torch.device = "cpu") -> XanesForwardModel:
 
 
 def example_spectra() -> dict[str, Path]:
-    """The shipped example target spectra (``assets/spectra/*.txt``) by display name."""
+    """The shipped example target spectra (``assets/spectra/*.txt``: held-out a-C cells, diamond, graphite) by
+    display name."""
     return {path.stem: path for path in sorted(EXAMPLE_SPECTRA_DIR.glob("*.txt"))}
+
+
+DRAWN_LABEL = "drawn"  # target_label of a drawn target starts with this
+
+
+def bend_spectrum(
+    base: np.ndarray | None, energies: Sequence[float], intensities: Sequence[float], grid: np.ndarray = ENERGY_GRID
+) -> tuple[np.ndarray, np.ndarray]:
+    """The curve through drawn control points that keeps the ``base`` spectrum's shape between them.
+
+    Each point's offset from the base (at the point's energy) is interpolated linearly between neighbouring
+    points, zero outside the outermost ones, and added to the base on ``grid`` (None: a zero base, drawing from
+    scratch). A plain line through ~20 points would flatten the 1 eV wide pi* peak of a preset the user only
+    wanted to nudge elsewhere. Where a point pulled down makes the curve undershoot zero between points, those
+    grid samples are cut at zero; the points themselves come back exactly as drawn (so a point dragged below
+    zero is still refused by :meth:`GenerationSettings.set_drawn_target`). Returns (energies, intensities): the
+    grid and the points, sorted by energy.
+    """
+    base = np.zeros(len(grid)) if base is None else np.asarray(base, dtype=float)
+    energies, intensities = np.asarray(energies, dtype=float), np.asarray(intensities, dtype=float)
+    order = np.argsort(energies, kind="stable")
+    energies, intensities = energies[order], intensities[order]
+    keep = np.append(np.diff(energies) > 0, True)  # two points at one energy: the later one counts
+    energies, intensities = energies[keep], intensities[keep]
+    if len(energies) == 0:
+        return np.array(grid, dtype=float), base.copy()
+    offsets = intensities - np.interp(energies, grid, base)
+    bent = np.clip(base + np.interp(grid, energies, offsets, left=0.0, right=0.0), 0.0, None)
+    curve_energies = np.concatenate([grid, energies])
+    order = np.argsort(curve_energies, kind="stable")
+    return curve_energies[order], np.concatenate([bent, intensities])[order]
 
 
 # ------------------------------------------------------------------------------------------------ analysis
@@ -288,6 +320,40 @@ class GenerationSettings(param.Parameterized):
         path = example_spectra()[self.target]
         self.param.update(target_spectrum=read_spectrum(path), target_label=f"example {path.stem}")
 
+    def set_drawn_target(self, energies: Sequence[float], intensities: Sequence[float], source: str = "") -> None:
+        """Use a drawn curve (points of energy in eV and intensity, any order) as the target: linearly resampled
+        onto the model's grid (zero outside the drawn energies) and scaled to unit area. ``source`` names what the
+        drawing started from.
+
+        Raises GCDError, and the previous target stays, when a point is not a finite number, an intensity is
+        negative, or the curve has no area inside the grid.
+        """
+        energies, intensities = np.asarray(energies, dtype=float), np.asarray(intensities, dtype=float)
+        if energies.ndim != 1 or energies.shape != intensities.shape or len(energies) < 2:
+            raise GCDError("a drawn target needs at least two points, each with an energy and an intensity")
+        finite = np.isfinite(energies) & np.isfinite(intensities)
+        if not finite.all():
+            raise GCDError(f"the drawn target has a point that is not a number (point {int(np.argmin(finite))})")
+        if intensities.min() < 0:
+            lowest = int(np.argmin(intensities))
+            raise GCDError(
+                f"the drawn target goes below zero ({intensities[lowest]:.3g} at {energies[lowest]:.1f} eV); "
+                "a spectrum cannot have negative intensity"
+            )
+        order = np.argsort(energies, kind="stable")
+        energies, intensities = energies[order], intensities[order]
+        # two points at one energy (a point dragged onto another): their mean
+        unique, inverse = np.unique(energies, return_inverse=True)
+        if len(unique) < 2:
+            raise GCDError("the drawn target's points all sit at one energy")
+        intensities = np.bincount(inverse, weights=intensities) / np.bincount(inverse)
+        on_grid = np.interp(ENERGY_GRID, unique, intensities, left=0.0, right=0.0)  # nothing drawn there: zero
+        low, high = float(ENERGY_GRID[0]), float(ENERGY_GRID[-1])
+        if not np.trapezoid(on_grid, ENERGY_GRID) > 0:
+            raise GCDError(f"the drawn target has no area inside {low:g}-{high:g} eV: raise some points above zero")
+        label = f"{DRAWN_LABEL} (reshaped {source})" if source else f"{DRAWN_LABEL} from scratch"
+        self.param.update(target=None, target_spectrum=normalise(on_grid), target_label=label)
+
     def upload_target(self, data: bytes, filename: str) -> None:
         """Use an uploaded two-column file as the target; raises SpectrumFileError naming what is wrong (the
         previous target stays)."""
@@ -349,6 +415,7 @@ class GenerationRun(param.Parameterized):
     spectra = param.List(default=[], doc="Amorphous runs: each structure's forward-model spectrum.")
     rdfs = param.List(default=[], doc="Amorphous runs: each structure's g(r) as (r, g).")
     target_spectrum = param.Array(default=None, allow_None=True, doc="The target of the current (or last) run.")
+    target_label = param.String(default="", doc="Where the run's target came from (example, upload, drawn).")
     error = param.String(default="")
     cancel_requested = param.Boolean(default=False)
     first_frame_s = param.Number(default=None, allow_None=True, doc="Seconds from start to the first frame.")
@@ -423,6 +490,7 @@ class GenerationRun(param.Parameterized):
             spectra=[],
             rdfs=[],
             target_spectrum=None if target is None else np.array(target),
+            target_label=self.settings.target_label if target is not None else "",
             error="",
             cancel_requested=False,
             first_frame_s=None,

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import panel as pn
 import param
@@ -20,10 +21,12 @@ import param
 from app.atoms_view import AtomsView
 from app.state import (
     CARBON_COLUMNS,
+    DRAWN_LABEL,
     RESULT_COLUMNS,
     Dispatch,
     GenerationRun,
     GenerationSettings,
+    bend_spectrum,
     export_cif,
     ideal_count,
     load_model,
@@ -120,6 +123,8 @@ class SettingsPanel(pn.viewable.Viewer):
             visible=amorphous,
         )
         self.target.link(settings, value="target")
+        # ... and back: a drawing or an upload clears the example, so choosing that example again reloads it
+        settings.param.watch(self._show_example, ["target"])
         self.upload = pn.widgets.FileInput(accept=".txt,.csv,.dat,.xmu", visible=amorphous, label="Upload a spectrum")
         self.upload.param.watch(self._on_upload, "value")
         self.target_info = pn.pane.Markdown(sizing_mode="stretch_width", visible=amorphous)
@@ -158,6 +163,9 @@ class SettingsPanel(pn.viewable.Viewer):
         self.run.error = ""
         if self.target.value is not None:
             self.target.value = None
+
+    def _show_example(self, event: param.parameterized.Event) -> None:
+        self.target.value = event.new
 
     def _update_target_info(self, *events: param.parameterized.Event) -> None:
         settings = self.run.settings
@@ -324,6 +332,8 @@ class ResultsTable(pn.viewable.Viewer):
         )
         self.reference_note = pn.pane.Markdown(self._reference_text(), sizing_mode="stretch_width")
         run.param.watch(self._update_rows, ["rows"])
+        if run.rows:  # made after a run (e.g. in a notebook): show its rows
+            self._update_rows()
 
     def _reference_text(self) -> str:
         if self.run.settings.amorphous:
@@ -355,7 +365,142 @@ class ResultsTable(pn.viewable.Viewer):
         return pn.Column("### Results", self.reference_note, self.table, sizing_mode="stretch_width")
 
 
-# -------------------------------------------------------------------------------------------------- export
+# ------------------------------------------------------------------------------------------------- drawing
+CONTROL_POINTS = 21  # about 2 eV apart over the 40 eV grid
+DRAWING_PLOT_NAME = "gcd-target-drawing"  # the Bokeh figure's name, for the browser tests to find it
+DRAWING_ERROR_PREFIX = "Drawn target not used: "
+DRAWING_HEIGHT = 300
+
+
+class TargetDrawing(pn.viewable.Viewer):
+    """Amorphous runs: the target spectrum as a curve with draggable control points (HoloViews ``PointDraw``).
+
+    The points start on the current target (an example, an upload, or zero for none); dragging one bends the
+    target through it and keeps its shape between points (:func:`app.state.bend_spectrum`), and the bent curve
+    becomes the target (:meth:`GenerationSettings.set_drawn_target`, which refuses a negative or empty curve
+    through the page's error alert). A new example or upload starts a new drawing.
+    """
+
+    def __init__(self, run: GenerationRun, **params) -> None:
+        super().__init__(**params)
+        self.run = run
+        self.settings = run.settings
+        self.plot = pn.pane.HoloViews(sizing_mode="stretch_width")
+        self.reset_button = pn.widgets.Button(label="Reset drawing", disabled=True)
+        self.reset_button.on_click(self._on_reset)
+        self.note = pn.pane.Markdown(sizing_mode="stretch_width")
+        self.stream = None  # the PointDraw stream of the current drawing
+        self._base: np.ndarray | None = None  # the target the drawing started from (None: from zero)
+        self._base_label = ""
+        self._base_example: str | None = None
+        self.settings.param.watch(self._on_target, ["target_spectrum", "target_label"])
+        self._start_drawing()
+
+    @property
+    def control_points(self) -> tuple[np.ndarray, np.ndarray]:
+        """(energies, intensities) of the control points as the plot has them now."""
+        return self._points_of(self.stream.data if self.stream is not None else None)
+
+    def _start_points(self) -> tuple[np.ndarray, np.ndarray]:
+        energies = np.linspace(ENERGY_GRID[0], ENERGY_GRID[-1], CONTROL_POINTS)
+        base = np.zeros(len(ENERGY_GRID)) if self._base is None else self._base
+        return energies, np.interp(energies, ENERGY_GRID, base)
+
+    def _on_target(self, *events: param.parameterized.Event) -> None:
+        if not self.settings.target_label.startswith(DRAWN_LABEL):  # our own drawing keeps its points
+            self._start_drawing()
+
+    def _start_drawing(self) -> None:
+        """Control points on the current target, and a fresh PointDraw stream for them."""
+        import holoviews as hv
+        import holoviews.plotting.bokeh  # noqa: F401  (registers the renderer that .opts() needs)
+
+        settings = self.settings
+        self._base = None if settings.target_spectrum is None else np.array(settings.target_spectrum, dtype=float)
+        self._base_label = settings.target_label if self._base is not None else ""
+        self._base_example = settings.target
+        energies, intensities = self._start_points()
+        kdims = [hv.Dimension("energy", label="energy (eV)"), hv.Dimension("intensity")]
+        points = hv.Points((energies, intensities), kdims=kdims).opts(
+            size=9, color="#d62728", line_color="white", active_tools=["point_draw"], tools=["hover"]
+        )
+        # add=False: a click beside the curve must not add a point; dragged points may cross their neighbours
+        # (bend_spectrum sorts them by energy)
+        self.stream = hv.streams.PointDraw(source=points, add=False, drag=True, num_objects=CONTROL_POINTS)
+        self.stream.add_subscriber(self._on_drawn)
+        drawn = hv.DynamicMap(self._drawn_curve, streams=[self.stream])
+        top = max(0.08, 1.5 * float(np.max(intensities)))  # room to pull a peak up; a little below zero too
+        start = hv.Curve((ENERGY_GRID, self._base if self._base is not None else np.zeros(len(ENERGY_GRID))),
+                         kdims[0], kdims[1], label="start").opts(color="grey", line_dash="dashed")
+        title = f"Target: drag the points to reshape {self._base_label or 'a spectrum from zero'}"
+        self.plot.object = (start * drawn * points).opts(
+            title=title,
+            responsive=True,
+            height=DRAWING_HEIGHT,  # a fixed height: with the pane's height instead, an update collapsed the figure
+            xlim=(float(ENERGY_GRID[0]) - 1, float(ENERGY_GRID[-1]) + 1),
+            ylim=(-0.1 * top, top),
+            legend_position="top_right",
+            hooks=[_name_figure],
+        )
+        self.reset_button.disabled = True
+        self.note.object = (
+            "Drag a red point to bend the target through it; between points the curve keeps the shape it started "
+            "with. The model sees only the shape: the target is scaled to unit area."
+        )
+
+    def _drawn_curve(self, data: dict | None = None):
+        import holoviews as hv
+
+        energies, intensities = self._points_of(data)
+        curve_energies, curve = bend_spectrum(self._base, energies, intensities)
+        return hv.Curve((curve_energies, curve), "energy", "intensity", label="target (drawn)").opts(
+            color="black", line_width=2
+        )
+
+    def _points_of(self, data: dict | None) -> tuple[np.ndarray, np.ndarray]:
+        if not data:
+            return self._start_points()
+        return np.asarray(data["energy"], dtype=float), np.asarray(data["intensity"], dtype=float)
+
+    def _on_drawn(self, data: dict | None = None) -> None:
+        """A point moved (a PointDraw event): the bent curve becomes the target, or the alert says why not."""
+        self.reset_button.disabled = False  # a refused drag leaves its points where they are: offer the way back
+        energies, intensities = self._points_of(data)
+        curve_energies, curve = bend_spectrum(self._base, energies, intensities)
+        try:
+            self.settings.set_drawn_target(curve_energies, curve, source=self._base_label)
+        except GCDError as exc:
+            self.run.error = f"{DRAWING_ERROR_PREFIX}{exc}"
+            return
+        self.run.error = ""
+
+    def _on_reset(self, event: object = None) -> None:
+        """Back to the target the drawing started from, with the points on it."""
+        if self.run.error.startswith(DRAWING_ERROR_PREFIX):
+            self.run.error = ""
+        if not self.settings.target_label.startswith(DRAWN_LABEL):
+            self._start_drawing()  # only refused drags: the target never changed, the points go back
+        elif self._base_example is not None:
+            self.settings.target = self._base_example  # reloads the example, which starts the drawing again
+        else:
+            base = None if self._base is None else self._base.copy()
+            self.settings.param.update(target_spectrum=base, target_label=self._base_label)  # idem
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return pn.Column(
+            "### Target spectrum",
+            self.plot,
+            pn.Row(self.reset_button, self.note, sizing_mode="stretch_width"),
+            sizing_mode="stretch_width",
+        )
+
+
+def _name_figure(plot, element) -> None:
+    """HoloViews hook: name the Bokeh figure so that a browser test can find its view."""
+    plot.state.name = DRAWING_PLOT_NAME
+
+
+# ------------------------------------------------------------------------------------------------- compare
 class CompareView(pn.viewable.Viewer):
     """Amorphous runs: the target spectrum over each structure's forward-model spectrum, and their g(r)."""
 
@@ -373,7 +518,10 @@ class CompareView(pn.viewable.Viewer):
 
         curves = []
         if self.run.target_spectrum is not None:
-            curves.append(hv.Curve((ENERGY_GRID, self.run.target_spectrum), "energy (eV)", "intensity", label="target")
+            # "drawn (reshaped example graphite)" -> "target: drawn": the legend must not crowd the plot
+            kind = self.run.target_label.split(" (")[0]
+            label = f"target: {kind}" if kind else "target"
+            curves.append(hv.Curve((ENERGY_GRID, self.run.target_spectrum), "energy (eV)", "intensity", label=label)
                           .opts(color="black", line_width=3))
         for index, spectrum in enumerate(self.run.spectra):
             curves.append(hv.Curve((ENERGY_GRID, spectrum), "energy (eV)", "intensity", label=f"sample {index}"))
@@ -472,6 +620,7 @@ class Dashboard(pn.viewable.Viewer):
         self.results = ResultsTable(self.run)
         self.export = ExportPanel(self.run, self.results)
         self.compare = CompareView(self.run) if self.settings.amorphous else None
+        self.drawing = TargetDrawing(self.run) if self.settings.amorphous else None
         self.alert = pn.pane.Alert(alert_type="danger", sizing_mode="stretch_width", visible=False)
         self.run.param.watch(self._update_alert, ["error"])
         self._update_alert()
@@ -520,7 +669,8 @@ class Dashboard(pn.viewable.Viewer):
         )
         sidebar = pn.Column(self.settings_panel, pn.layout.Divider(), self.model_info(), width=340)
         viewers = pn.Row(self.live, self.atoms, sizing_mode="stretch_width")
-        parts = [self.alert, viewers, self.results, *([self.compare] if self.compare else []), self.export]
+        parts = [self.alert, *([self.drawing] if self.drawing else []), viewers, self.results]
+        parts += [*([self.compare] if self.compare else []), self.export]
         main = pn.Column(*parts, sizing_mode="stretch_width")
         return pn.Column(header, pn.Row(sidebar, main, sizing_mode="stretch_width"), sizing_mode="stretch_width")
 

@@ -175,6 +175,15 @@ def test_reference_comes_from_the_metadata() -> None:
     assert app_state.reference_of(model(("Cu",), {})).phase is None
 
 
+def test_results_table_made_after_a_run_shows_its_rows(checkpoint: Path) -> None:
+    from app.views import ResultsTable
+
+    dashboard = make_dashboard(checkpoint, steps=10, samples=2)
+    assert dashboard.run.generate_blocking() == "done"
+    late = ResultsTable(dashboard.run)  # as a notebook builds it, after the run
+    assert list(late.table.value["sample"]) == [0, 1]
+
+
 # ---------------------------------------------------------------------------------------------------- export
 def test_cif_export_of_one_and_of_two(checkpoint: Path, tmp_path: Path) -> None:
     dashboard = make_dashboard(checkpoint, steps=10, samples=2)
@@ -473,7 +482,7 @@ def test_drawn_target_becomes_the_target_of_the_request_and_the_run(carbon_check
     np.testing.assert_array_equal(run.target_spectrum, drawn)
     assert run.target_label == settings.target_label and len(run.rows) == 1  # (untrained: too dense to judge)
     labels = [curve.label for curve in dashboard.compare.spectra.object]
-    assert labels[0] == "target: drawn (reshaped example graphite)" and "sample 0" in labels
+    assert labels[0] == "target: drawn" and "sample 0" in labels
 
     drawing.reset_button.clicks += 1  # back to the example the drawing started from
     np.testing.assert_array_equal(settings.target_spectrum, example)
@@ -511,13 +520,24 @@ def test_invalid_drawing_is_refused_and_the_previous_target_stays(carbon_checkpo
     drag_point(dashboard, 4, 0.001)  # a valid drawing again: used, and the alert goes
     assert dashboard.error_message == "" and not np.array_equal(settings.target_spectrum, previous)
 
+    # only refused drags since the example: Reset puts the points back on it and clears the alert
+    settings.target = "a-C_3.0gcc_d0.0_20"
+    example = settings.target_spectrum.copy()
+    drag_point(dashboard, 4, -0.1)
+    assert dashboard.error_message and dashboard.drawing.control_points[1][4] == -0.1
+    dashboard.drawing.reset_button.clicks += 1
+    assert dashboard.error_message == "" and dashboard.drawing.reset_button.disabled
+    np.testing.assert_array_equal(settings.target_spectrum, example)
+    np.testing.assert_allclose(dashboard.drawing.control_points[1][4], np.interp(282.5, app_state.ENERGY_GRID, example))
+
 
 def test_drawing_from_no_target(carbon_checkpoint: Path) -> None:
     dashboard = make_dashboard(carbon_checkpoint)
     settings = dashboard.settings
     assert settings.target_spectrum is None and not dashboard.drawing.control_points[1].any()
+    settings.spectrum_guidance = 1.0
     with pytest.raises(app_state.GCDError, match="needs a target"):
-        settings.param.update(spectrum_guidance=1.0) or settings.request(dashboard.model)
+        settings.request(dashboard.model)
 
     drag_point(dashboard, 10, 0.05)  # one point up from zero: a triangle 4 eV wide at its base
 
