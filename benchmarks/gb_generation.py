@@ -7,8 +7,11 @@ and the CPU time each needed to first get there (the search: its samples' CPU se
 process ran them; the generator: sampling plus relaxation, also summed in order). Writes a Markdown table and a
 PNG of E_gb against [n] for both.
 
-    python benchmarks/gb_generation.py assets/gb_sigma5.pt runs/gb_w --samples 48 --batch 8 --steps 50 \
+    python benchmarks/gb_generation.py assets/gb_sigma5.pt runs/gb_w --rounds 2 --batch 4 --steps 50 \
         --out benchmarks/results/gb_w_sigma5.md --plot docs/gb_w_sigma5.png
+
+``--rounds R`` conditions every sample on a target [n] (R rounds over the bins); ``--samples N`` leaves [n] to
+the model.
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path, help="GB model (gcd train --gb-search)")
     parser.add_argument("search", type=Path, help="the gcd gb-search folder of the same GB")
-    parser.add_argument("--samples", type=int, default=48)
+    parser.add_argument("--samples", type=int, default=48, help="free samples ([n] left to the model)")
+    parser.add_argument("--rounds", type=int, default=0,
+                        help="instead: rounds over the [n] bins, --batch samples per bin conditioned on its centre")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--resample", type=int, default=2)
@@ -55,12 +60,24 @@ def main(argv: list[str] | None = None) -> int:
     search = sorted(read_gb_table(args.search), key=lambda r: int(r["seed"]))
     system = str(search[0]["gb_system"])
     model = GCDModel.load(args.model, device="cpu")
-    request = GBRequest(system, num_samples=args.samples, steps=args.steps, resample=args.resample, seed=args.seed)
+    generated = []
+    if args.rounds:  # every bin gets its turn in each round, so all bins progress together
+        for round_index in range(args.rounds):
+            for index in range(args.bins):
+                request = GBRequest(system, num_samples=args.batch, steps=args.steps, resample=args.resample,
+                                    seed=args.seed + 1000 * round_index + index, target_n=(index + 0.5) / args.bins)
+                generated += [row for _, row in generate_relaxed_gbs(model, request, args.batch)]
+            print(f"  round {round_index + 1}/{args.rounds}: {len(generated)} samples", file=sys.stderr)
+    else:
+        request = GBRequest(system, num_samples=args.samples, steps=args.steps, resample=args.resample,
+                            seed=args.seed)
 
-    def progress(done: int) -> None:
-        print(f"  generated and relaxed {done}/{args.samples}", file=sys.stderr)
+        def progress(done: int) -> None:
+            print(f"  generated and relaxed {done}/{args.samples}", file=sys.stderr)
 
-    generated = [row for _, row in generate_relaxed_gbs(model, request, args.batch, progress)]
+        generated = [row for _, row in generate_relaxed_gbs(model, request, args.batch, progress)]
+    for number, row in enumerate(generated):
+        row["sample"] = number
 
     best_search = lowest_per_n(search, args.bins)
     best_generated = lowest_per_n(generated, args.bins)
@@ -73,13 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"# {system}: generator vs grand canonical search",
         "",
-        f"`python benchmarks/gb_generation.py {args.model} {args.search} --samples {args.samples} --batch "
-        f"{args.batch} --steps {args.steps} --resample {args.resample} --bins {args.bins}`",
+        f"`python benchmarks/gb_generation.py {args.model} {args.search} "
+        + (f"--rounds {args.rounds}" if args.rounds else f"--samples {args.samples}")
+        + f" --batch {args.batch} --steps {args.steps} --resample {args.resample} --bins {args.bins}`",
         "",
         f"Search: {len(search)} samples, {sum(float(r['cpu_seconds']) for r in search):.0f} CPU s. "
-        f"Generator: {len(generated)} samples, {sum(r['cpu_seconds'] for r in generated):.0f} CPU s "
-        f"(sampling + relaxation, one thread). Reached: within {args.tolerance} J/m^2 of the search's lowest in "
-        f"the bin. GB phases: bins whose lowest E_gb is a local minimum over [n] (marked *); ground state first.",
+        f"Generator: {len(generated)} samples"
+        + (f" ({args.rounds} rounds of {args.batch} per bin, conditioned on the bin's centre [n])" if args.rounds
+           else " ([n] left to the model)")
+        + f", {sum(r['cpu_seconds'] for r in generated):.0f} CPU s (sampling + relaxation, one thread). "
+        f"Reached: within {args.tolerance} J/m^2 of the search's lowest in the bin. GB phases: bins whose lowest "
+        "E_gb is a local minimum over [n] (marked *).",
         "",
         "| [n] bin | search lowest (J/m^2) | generator lowest | difference | reached | search CPU s to reach "
         "| generator CPU s to reach | speed-up |",
