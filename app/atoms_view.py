@@ -229,6 +229,8 @@ class AtomsView(pn.viewable.Viewer):
         if shown < len(atoms):
             text += f" (showing the {shown} nearest the a = 0 face)"
         final = run.status == "done" and run.preview_step == run.num_steps
+        if final and atoms.info.get("relaxed"):  # a grain boundary after LAMMPS
+            return text + f" · final structure, relaxed, E_gb {float(atoms.info['e_gb']):.3f} J/m²"
         return text + (" · final structure" if final else " · decoded from the clean prediction")
 
     def _update(self, *events: param.parameterized.Event) -> None:

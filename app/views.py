@@ -22,18 +22,26 @@ from app.atoms_view import AtomsView
 from app.state import (
     CARBON_COLUMNS,
     DRAWN_LABEL,
+    GB_COLUMNS,
     RESULT_COLUMNS,
+    SHIPPED_MODEL_ENV,
+    SHIPPED_MODELS,
     Dispatch,
+    GBRun,
+    GBSettings,
     GenerationRun,
     GenerationSettings,
     bend_spectrum,
     export_cif,
     ideal_count,
+    is_gb_model,
     load_model,
     reference_of,
     resolve_checkpoint,
 )
 from app.vtk_patch import VTK_VOLUME_PATCH
+from gcd_core.data.bicrystal import GB_SYSTEMS, atoms_per_plane, gb_system
+from gcd_core.data.gb_windows import generated_slab, window_spec, window_voxel_size
 from gcd_core.device import resolve_device
 from gcd_core.errors import GCDError
 from gcd_core.io import sample_name
@@ -83,12 +91,46 @@ def session_dispatch() -> Dispatch | None:
 
 
 # ------------------------------------------------------------------------------------------------ settings
-class SettingsPanel(pn.viewable.Viewer):
-    """Generation settings, Generate and Cancel, and what the chosen cell means for the grid."""
+class RunControls(pn.viewable.Viewer):
+    """Generate and Cancel for a run, enabled as its status allows; the settings panels build on it."""
 
     def __init__(self, run: GenerationRun, **params) -> None:
         super().__init__(**params)
         self.run = run
+        self.generate_button = pn.widgets.Button(label="▶ Generate", color="primary")
+        self.cancel_button = pn.widgets.Button(label="■ Cancel", color="warning")
+        self.generate_button.on_click(self._on_generate)
+        self.cancel_button.on_click(self._on_cancel)
+        run.param.watch(self._update_buttons, ["status", "cancel_requested"])
+        self._update_buttons()
+
+    def _on_generate(self, event: object = None) -> None:
+        try:
+            self.run.start()
+        except GCDError as exc:
+            self.run.error = str(exc)
+        except Exception as exc:  # e.g. no thread could be started: say so on the page
+            log.exception("starting a generation failed")
+            self.run.param.update(status="error", error=f"could not start the generation: {exc}")
+
+    def _on_cancel(self, event: object = None) -> None:
+        self.run.cancel()
+
+    def _update_buttons(self, *events: param.parameterized.Event) -> None:
+        running = self.run.status == "running"
+        self.generate_button.disabled = running or self.run.model is None
+        self.cancel_button.disabled = not running or self.run.cancel_requested
+        self.cancel_button.label = "Cancelling…" if running and self.run.cancel_requested else "Cancel"
+
+    def buttons(self) -> pn.Row:
+        return pn.Row(self.generate_button, self.cancel_button)
+
+
+class SettingsPanel(RunControls):
+    """Generation settings, Generate and Cancel, and what the chosen cell means for the grid."""
+
+    def __init__(self, run: GenerationRun, **params) -> None:
+        super().__init__(run, **params)
         settings = run.settings
         self.supercell = pn.widgets.IntSlider.from_param(settings.param.supercell, label="Supercell (× training cell)")
         self.num_samples = pn.widgets.IntSlider.from_param(settings.param.num_samples, label="Samples")
@@ -131,26 +173,11 @@ class SettingsPanel(pn.viewable.Viewer):
         self.spectrum_guidance = pn.widgets.FloatSlider.from_param(
             settings.param.spectrum_guidance, label="Gradient guidance (forward model)", step=1.0, visible=amorphous
         )
-        self.generate_button = pn.widgets.Button(label="▶ Generate", color="primary")
-        self.cancel_button = pn.widgets.Button(label="■ Cancel", color="warning")
         self.cell_info = pn.pane.Markdown(sizing_mode="stretch_width")
-        self.generate_button.on_click(self._on_generate)
-        self.cancel_button.on_click(self._on_cancel)
         settings.param.watch(self._update_cell_info, ["supercell", "phase", "box_edge"])
         settings.param.watch(self._update_target_info, ["target_spectrum", "target_label"])
         self._update_target_info()
-        run.param.watch(self._update_buttons, ["status", "cancel_requested"])
         self._update_cell_info()
-        self._update_buttons()
-
-    def _on_generate(self, event: object = None) -> None:
-        try:
-            self.run.start()
-        except GCDError as exc:
-            self.run.error = str(exc)
-        except Exception as exc:  # e.g. no thread could be started: say so on the page
-            log.exception("starting a generation failed")
-            self.run.param.update(status="error", error=f"could not start the generation: {exc}")
 
     def _on_upload(self, event: param.parameterized.Event) -> None:
         if not event.new:
@@ -172,15 +199,6 @@ class SettingsPanel(pn.viewable.Viewer):
         self.target_info.object = (
             f"Target: {settings.target_label}" if settings.target_spectrum is not None else "No target: unconditional"
         )
-
-    def _on_cancel(self, event: object = None) -> None:
-        self.run.cancel()
-
-    def _update_buttons(self, *events: param.parameterized.Event) -> None:
-        running = self.run.status == "running"
-        self.generate_button.disabled = running or self.run.model is None
-        self.cancel_button.disabled = not running or self.run.cancel_requested
-        self.cancel_button.label = "Cancelling…" if running and self.run.cancel_requested else "Cancel"
 
     def _update_cell_info(self, *events: param.parameterized.Event) -> None:
         model = self.run.model
@@ -219,7 +237,104 @@ class SettingsPanel(pn.viewable.Viewer):
             self.resample,
             self.guidance,
             self.seed,
-            pn.Row(self.generate_button, self.cancel_button),
+            self.buttons(),
+            sizing_mode="stretch_width",
+        )
+
+
+GB_RELAX_HELP = (
+    "Each sample is relaxed with LAMMPS as the GB search relaxes its samples (EAM; bottom grain slab fixed, top "
+    "slab moving as one block) and scored by its GB energy E_gb, about 0.5-3 s per sample."
+)
+
+
+class GBSettingsPanel(RunControls):
+    """Grain-boundary settings: the GB system, an optional target [n], sampling, relaxation; Generate, Cancel."""
+
+    def __init__(self, run: GBRun, **params) -> None:
+        super().__init__(run, **params)
+        settings: GBSettings = run.settings
+        systems = [key for key in settings.param.system.objects if key is not None]
+        self.system = pn.widgets.Select(
+            label="GB system",
+            options={GB_SYSTEMS[key].title if key in GB_SYSTEMS else key: key for key in systems},
+            value=settings.system,
+            disabled=not systems,
+        )
+        self.system.link(settings, value="system")
+        self.use_target_n = pn.widgets.Checkbox.from_param(
+            settings.param.use_target_n, name="Target [n] (else the model chooses)", visible=settings.n_conditioning
+        )
+        self.target_n = pn.widgets.FloatSlider.from_param(
+            settings.param.target_n, label="Target [n]", step=0.01, visible=settings.n_conditioning,
+            disabled=not settings.use_target_n,
+        )
+        self.n_note = pn.pane.Markdown(
+            "This model was not trained with [n] conditioning: [n] comes out of sampling.",
+            visible=not settings.n_conditioning,
+            sizing_mode="stretch_width",
+        )
+        self.num_samples = pn.widgets.IntSlider.from_param(settings.param.num_samples, label="Samples")
+        self.steps = pn.widgets.IntSlider.from_param(settings.param.steps, label="Sampler steps")
+        self.sampler = pn.widgets.RadioButtonGroup.from_param(settings.param.sampler, label="Sampler")
+        self.resample = pn.widgets.IntSlider.from_param(settings.param.resample, label="Resample (heals the seams)")
+        self.seed = pn.widgets.IntInput.from_param(settings.param.seed, label="Seed")
+        self.relax = pn.widgets.Checkbox.from_param(
+            settings.param.relax, name="Relax (LAMMPS) and score E_gb", disabled=bool(settings.relax_unavailable)
+        )
+        self.relax_note = pn.pane.Markdown(sizing_mode="stretch_width")
+        self.system_info = pn.pane.Markdown(sizing_mode="stretch_width")
+        settings.param.watch(self._update_target_n, ["use_target_n"])
+        settings.param.watch(self._update_relax_note, ["relax", "relax_unavailable"])
+        settings.param.watch(self._update_system_info, ["system"])
+        self._update_relax_note()
+        self._update_system_info()
+
+    def _update_target_n(self, *events: param.parameterized.Event) -> None:
+        self.target_n.disabled = not self.run.settings.use_target_n
+
+    def _update_relax_note(self, *events: param.parameterized.Event) -> None:
+        settings = self.run.settings
+        if settings.relax_unavailable:
+            self.relax_note.object = (
+                f"⚠ **No relaxation**: {settings.relax_unavailable}. Samples are shown as generated, without E_gb."
+            )
+        elif settings.relax:
+            self.relax_note.object = GB_RELAX_HELP
+        else:
+            self.relax_note.object = "Relaxation off: samples are shown as generated, without E_gb."
+
+    def _update_system_info(self, *events: param.parameterized.Event) -> None:
+        key = self.run.settings.system
+        if key not in GB_SYSTEMS:
+            self.system_info.object = ""
+            return
+        system, spec = gb_system(key), window_spec(key)
+        start, stop = generated_slab(key)
+        edge = window_voxel_size(key)[2]
+        per_plane = atoms_per_plane(system, spec.repeat)
+        self.system_info.object = (
+            f"{system.element} ({system.lattice}), {spec.repeat[0]} × {spec.repeat[1]} in-plane periods: "
+            f"{per_plane} atoms per bulk plane, so [n] moves in steps of 1/{per_plane}. The sampler makes the "
+            f"{(stop - start) * edge:.1f} Å slab about the boundary; the grains beside it stay as they are."
+        )
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return pn.Column(
+            "### Grain boundary",
+            self.system,
+            self.system_info,
+            self.use_target_n,
+            self.target_n,
+            self.n_note,
+            self.num_samples,
+            self.steps,
+            self.sampler,
+            self.resample,
+            self.seed,
+            self.relax,
+            self.relax_note,
+            self.buttons(),
             sizing_mode="stretch_width",
         )
 
@@ -241,6 +356,14 @@ class LiveView(pn.viewable.Viewer):
             sizing_mode="stretch_width",
         )
         self.viewer = pn.Column(self.placeholder, sizing_mode="stretch_width")
+        gb = run.mode == "gb"
+        self.title = "### Live occupancy of the GB window" if gb else "### Live density"
+        self.note = pn.pane.Markdown(
+            "The window about the boundary: the grains at its ends are known voxels and stay fixed, the slab in "
+            "the middle is generated. Beside it, the whole bicrystal with this slab pasted in.",
+            visible=gb,
+            sizing_mode="stretch_width",
+        )
         self.step_text = pn.pane.Markdown("step 0 / 0", sizing_mode="stretch_width")
         self.vtk_fix = pn.pane.HTML(VTK_VOLUME_PATCH, width=0, height=0, margin=0)
         self.progress = pn.indicators.Progress(value=0, max=1, bar_color="primary", sizing_mode="stretch_width")
@@ -249,12 +372,19 @@ class LiveView(pn.viewable.Viewer):
         self._shown_density = None
         self._volume_shown_at = -math.inf
         run.param.watch(self._update_density, ["density", "status"])
-        run.param.watch(self._update_progress, ["step", "num_steps", "status", "t", "first_frame_s", "elapsed_s"])
+        run.param.watch(
+            self._update_progress, ["step", "num_steps", "status", "t", "first_frame_s", "elapsed_s", "activity"]
+        )
         run.param.watch(self._update_sample_range, ["num_samples"])
+        run.param.watch(self._show_sample, ["preview_sample"])  # e.g. a point picked in the E_gb plot
         self._update_progress()
 
     def _on_sample(self, event: param.parameterized.Event) -> None:
         self.run.preview_sample = int(event.new)
+
+    def _show_sample(self, event: param.parameterized.Event) -> None:
+        if self.sample.value != event.new and event.new <= self.sample.end:
+            self.sample.value = int(event.new)
 
     def _update_density(self, *events: param.parameterized.Event) -> None:
         density = self.run.density
@@ -276,16 +406,30 @@ class LiveView(pn.viewable.Viewer):
                 controller_expanded=False,
                 orientation_widget=True,
                 shadow=False,
+                **(self._side_view(density.shape, spacing) if self.run.mode == "gb" else {}),
             )
             self.viewer.objects = [self.volume]
         else:
             self.volume.param.update(spacing=spacing, object=density)
+
+    @staticmethod
+    def _side_view(shape: tuple[int, ...], spacing: tuple[float, ...]) -> dict:
+        """VTKVolume options for a GB window: a camera looking along y with z up, so that the GB plane (normal z)
+        is a band across the middle. The origin is pinned at 0 (Panel's default puts it at half the voxel count,
+        in A) so that the camera can aim at the volume's centre."""
+        extent = [(n - 1) * edge for n, edge in zip(shape, spacing, strict=True)]
+        centre = [0.5 * e for e in extent]
+        distance = 2.6 * max(extent)
+        camera = {"position": [centre[0], centre[1] - distance, centre[2]], "focalPoint": centre, "viewUp": [0, 0, 1]}
+        return {"origin": (0.0, 0.0, 0.0), "camera": camera}
 
     def _update_progress(self, *events: param.parameterized.Event) -> None:
         run = self.run
         self.progress.max = max(run.num_steps, 1)
         self.progress.value = min(run.step, self.progress.max)
         parts = [f"**step {run.step} / {run.num_steps}**", f"t = {run.t:.3f}", STATUS_TEXT[run.status]]
+        if run.activity:
+            parts.append(run.activity)
         if run.first_frame_s is not None:
             parts.append(f"first frame after {run.first_frame_s:.2f} s")
         if run.step:
@@ -304,7 +448,8 @@ class LiveView(pn.viewable.Viewer):
 
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column(
-            "### Live density",
+            self.title,
+            self.note,
             self.viewer,
             pn.Row(self.step_text, self.sample, sizing_mode="stretch_width"),
             self.progress,
@@ -320,7 +465,7 @@ class ResultsTable(pn.viewable.Viewer):
     def __init__(self, run: GenerationRun, **params) -> None:
         super().__init__(**params)
         self.run = run
-        self.columns = list(CARBON_COLUMNS if run.settings.amorphous else RESULT_COLUMNS)
+        self.columns = list({"amorphous": CARBON_COLUMNS, "gb": GB_COLUMNS}.get(run.mode, RESULT_COLUMNS))
         self.table = pn.widgets.Tabulator(
             pd.DataFrame(columns=self.columns),
             selectable="checkbox",
@@ -336,7 +481,13 @@ class ResultsTable(pn.viewable.Viewer):
             self._update_rows()
 
     def _reference_text(self) -> str:
-        if self.run.settings.amorphous:
+        if self.run.mode == "gb":
+            return (
+                "Each GB's atom count, its GB atom density [n] (atoms beyond whole bulk planes, as a fraction of "
+                "one plane) and its GB energy E_gb after relaxation (J/m², over 8 Å either side of the boundary). "
+                "*relaxed* says whether the structure in the row (and in the export) is relaxed, and why not."
+            )
+        if self.run.mode == "amorphous":
             return (
                 "Each structure's density, sp2/sp3 fractions and mean coordination (bonds under 1.85 Å), and the "
                 "relative L2 error of its forward-model spectrum against the target."
@@ -440,7 +591,7 @@ class TargetDrawing(pn.viewable.Viewer):
             xlim=(float(ENERGY_GRID[0]) - 1, float(ENERGY_GRID[-1]) + 1),
             ylim=(-0.1 * top, top),
             legend_position="top_right",
-            hooks=[_name_figure],
+            hooks=[_figure_namer(DRAWING_PLOT_NAME)],
         )
         self.reset_button.disabled = True
         self.note.object = (
@@ -495,9 +646,13 @@ class TargetDrawing(pn.viewable.Viewer):
         )
 
 
-def _name_figure(plot, element) -> None:
-    """HoloViews hook: name the Bokeh figure so that a browser test can find its view."""
-    plot.state.name = DRAWING_PLOT_NAME
+def _figure_namer(name: str) -> Callable:
+    """A HoloViews hook that names the Bokeh figure, so that a browser test can find its view."""
+
+    def hook(plot, element) -> None:
+        plot.state.name = name
+
+    return hook
 
 
 # ------------------------------------------------------------------------------------------------- compare
@@ -537,6 +692,86 @@ class CompareView(pn.viewable.Viewer):
         )
 
 
+# ---------------------------------------------------------------------------------------------- GB energies
+GB_PLOT_NAME = "gcd-gb-energies"  # the Bokeh figure's name, for the browser tests to find it
+GB_PLOT_HEIGHT = 320
+
+
+class GBEnergyPlot(pn.viewable.Viewer):
+    """GB runs: E_gb against [n] of the run's relaxed samples, with the lowest E_gb the model saw in training as a
+    reference line. Hovering a point names its sample; clicking one shows that sample in the viewers."""
+
+    def __init__(self, run: GBRun, **params) -> None:
+        super().__init__(**params)
+        self.run = run
+        self.plot = pn.pane.HoloViews(sizing_mode="stretch_width", visible=False)
+        self.note = pn.pane.Markdown(sizing_mode="stretch_width")
+        self.selection = None  # the Selection1D stream of the current points
+        self._points: list[dict] = []
+        run.param.watch(self._update, ["rows"])
+        self._update()
+
+    def _update(self, *events: param.parameterized.Event) -> None:
+        import holoviews as hv
+        import holoviews.plotting.bokeh  # noqa: F401  (registers the renderer that .opts() needs)
+
+        run = self.run
+        self._points = run.energy_points()
+        if not run.rows:
+            self.plot.visible = False
+            self.plot.object = None
+            self.note.object = "After a run: each relaxed sample's E_gb against its [n]."
+            return
+        n = hv.Dimension("n", label="[n]")
+        energy = hv.Dimension("e_gb", label="E_gb (J/m²)")
+        data = pd.DataFrame(self._points, columns=["n", "e_gb", "sample", "atoms"])
+        scatter = hv.Scatter(data, kdims=[n], vdims=[energy, "sample", "atoms"], label="generated, relaxed").opts(
+            size=11, color="#2f5d8f", line_color="white", tools=["hover", "tap"], nonselection_alpha=0.4
+        )
+        self.selection = hv.streams.Selection1D(source=scatter)
+        self.selection.add_subscriber(self._on_pick)
+        layers = [scatter]
+        if run.lowest_e_gb is not None:
+            layers.append(
+                hv.Curve([(0.0, run.lowest_e_gb), (1.0, run.lowest_e_gb)], n, energy,
+                         label=f"lowest in training: {run.lowest_e_gb:.3f} J/m²")
+                .opts(color="grey", line_dash="dashed", line_width=2)
+            )
+        system = GB_SYSTEMS[run.system].title if run.system in GB_SYSTEMS else run.system
+        self.plot.object = hv.Overlay(layers).opts(
+            title=f"E_gb against [n]: {system}",
+            responsive=True,
+            height=GB_PLOT_HEIGHT,  # on the element: a pane height collapsed the figure on update (see drawing)
+            xlim=(0.0, 1.0),
+            legend_position="right",  # outside the axes: a legend inside hid points (and took their clicks)
+            hooks=[_figure_namer(GB_PLOT_NAME)],
+        )
+        self.plot.visible = True
+        missing = len(run.rows) - len(self._points)
+        text = "Hover a point for its sample; click it to show that sample above."
+        if missing:
+            text += f" {missing} sample(s) have no E_gb (see *relaxed* in the table) and are not plotted."
+        if run.lowest_e_gb is None:
+            text += " The model records no training E_gb for this system, so there is no reference line."
+        self.note.object = text
+
+    def _on_pick(self, index: list[int] | None = None) -> None:
+        """A point was clicked: show its sample in the volume and atoms viewers."""
+        if not index or self.run.status == "running" or index[0] >= len(self._points):
+            return
+        self.run.preview_sample = int(self._points[index[0]]["sample"])
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return pn.Column("### E_gb against [n]", self.note, self.plot, sizing_mode="stretch_width")
+
+
+GB_EXPORT_HELP = (
+    "A GB is periodic in its plane and open along the normal (pbc T T F); CIF knows only periodic cells, so the "
+    "file holds the same cell periodic along z too (its two free surfaces meet across the top face). Relaxed "
+    "rows export the relaxed structure."
+)
+
+
 class ExportPanel(pn.viewable.Viewer):
     """CIF download of the selected rows (all rows when none is selected): one .cif, or a .zip of several."""
 
@@ -552,6 +787,7 @@ class ExportPanel(pn.viewable.Viewer):
             disabled=True,
         )
         self.note = pn.pane.Markdown(sizing_mode="stretch_width")
+        self.help = pn.pane.Markdown(GB_EXPORT_HELP, visible=run.mode == "gb", sizing_mode="stretch_width")
         self.alert = pn.pane.Alert(alert_type="danger", visible=False, sizing_mode="stretch_width")
         run.param.watch(self._update, ["structures"])
         results.table.param.watch(self._update, ["selection"])
@@ -590,7 +826,9 @@ class ExportPanel(pn.viewable.Viewer):
         return io.BytesIO(data)
 
     def __panel__(self) -> pn.viewable.Viewable:
-        return pn.Column("### Export", self.note, self.download, self.alert, sizing_mode="stretch_width")
+        return pn.Column(
+            "### Export", self.note, self.download, self.help, self.alert, sizing_mode="stretch_width"
+        )
 
 
 # ----------------------------------------------------------------------------------------------- dashboard
@@ -605,22 +843,32 @@ class Dashboard(pn.viewable.Viewer):
         try:
             self.model = load_model(self.checkpoint)
         except GCDError as exc:
+            shipped = str(checkpoint) if str(checkpoint) in SHIPPED_MODELS else None
+            variable = SHIPPED_MODEL_ENV.format(name=shipped.upper()) if shipped else "GCD_CHECKPOINT"
             self.load_error = (
-                f"Could not load the model: {exc}. Point the environment variable GCD_CHECKPOINT at a gcd "
+                f"Could not load the model: {exc}. Point the environment variable {variable} at a gcd "
                 "checkpoint (a .pt file written by `gcd train`) and reload the page."
             )
         except Exception as exc:  # e.g. an unknown device in GCD_DEVICE: show it rather than a blank page
             log.exception("loading the model failed")
             self.load_error = f"Could not load the model: {type(exc).__name__}: {exc}"
-        self.settings = GenerationSettings()
-        self.run = GenerationRun(self.model, self.settings, dispatch=dispatch, model_error=self.load_error)
-        self.settings_panel = SettingsPanel(self.run)
+        gb = is_gb_model(self.model)
+        if gb:  # a grain-boundary model: its own settings and run, the same viewers, an E_gb plot
+            self.settings = GBSettings()
+            self.run = GBRun(self.model, self.settings, dispatch=dispatch, model_error=self.load_error)
+            self.settings_panel = GBSettingsPanel(self.run)
+        else:
+            self.settings = GenerationSettings()
+            self.run = GenerationRun(self.model, self.settings, dispatch=dispatch, model_error=self.load_error)
+            self.settings_panel = SettingsPanel(self.run)
         self.live = LiveView(self.run)
         self.atoms = AtomsView(self.run)
         self.results = ResultsTable(self.run)
         self.export = ExportPanel(self.run, self.results)
-        self.compare = CompareView(self.run) if self.settings.amorphous else None
-        self.drawing = TargetDrawing(self.run) if self.settings.amorphous else None
+        amorphous = self.run.mode == "amorphous"
+        self.compare = CompareView(self.run) if amorphous else None
+        self.drawing = TargetDrawing(self.run) if amorphous else None
+        self.energies = GBEnergyPlot(self.run) if gb else None
         self.alert = pn.pane.Alert(alert_type="danger", sizing_mode="stretch_width", visible=False)
         self.run.param.watch(self._update_alert, ["error"])
         self._update_alert()
@@ -641,7 +889,14 @@ class Dashboard(pn.viewable.Viewer):
     def model_info(self) -> pn.pane.Markdown:
         """Checkpoint, species, training cell and device, for the sidebar."""
         lines = [f"**Checkpoint**: `{self.checkpoint.name}`", f"**Device**: {self.device}"]
-        if self.model is not None:
+        if self.model is not None and self.run.mode == "gb":
+            settings = self.settings
+            titles = [GB_SYSTEMS[key].title if key in GB_SYSTEMS else key for key in self.model.conditioning.labels]
+            lines.append(f"**GB systems**: {', '.join(titles)}")
+            lines.append(f"**[n] conditioning**: {'yes' if settings.n_conditioning else 'no'}")
+            relaxation = f"unavailable: {settings.relax_unavailable}" if settings.relax_unavailable else "LAMMPS, EAM"
+            lines.append(f"**Relaxation**: {relaxation}")
+        elif self.model is not None:
             labels = self.model.conditioning.labels
             if labels:
                 lines.append(f"**Classes**: {', '.join(labels)}")
@@ -660,7 +915,8 @@ class Dashboard(pn.viewable.Viewer):
             pn.layout.HSpacer(),
             pn.pane.HTML(
                 "<a href='?model=crystals' style='color: white'>crystals</a> · "
-                "<a href='?model=carbon' style='color: white'>amorphous carbon (XANES)</a>",
+                "<a href='?model=carbon' style='color: white'>amorphous carbon (XANES)</a> · "
+                "<a href='?model=gb' style='color: white'>grain boundaries</a>",
                 align="center",
             ),
             pn.pane.HTML(f"device: <b>{self.device}</b>", styles={"color": "white"}, align="center"),
@@ -670,7 +926,7 @@ class Dashboard(pn.viewable.Viewer):
         sidebar = pn.Column(self.settings_panel, pn.layout.Divider(), self.model_info(), width=340)
         viewers = pn.Row(self.live, self.atoms, sizing_mode="stretch_width")
         parts = [self.alert, *([self.drawing] if self.drawing else []), viewers, self.results]
-        parts += [*([self.compare] if self.compare else []), self.export]
+        parts += [*([self.compare] if self.compare else []), *([self.energies] if self.energies else []), self.export]
         main = pn.Column(*parts, sizing_mode="stretch_width")
         return pn.Column(header, pn.Row(sidebar, main, sizing_mode="stretch_width"), sizing_mode="stretch_width")
 

