@@ -9,6 +9,7 @@ removed from or inserted into the GB plane (``set_gb_density``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -105,18 +106,25 @@ def grain(system: GBSystem, directions: Directions, size: Sequence[int]) -> Atom
     return atoms
 
 
+@functools.cache
 def plane_spacing(system: GBSystem) -> float:
     """Distance between neighbouring atomic planes parallel to the GB (equal in both grains for these systems)."""
     heights, period = _plane_heights(system)
     return period / len(heights)  # planes parallel to a lattice plane are evenly spaced
 
 
+@functools.cache
+def _atoms_per_period_plane(system: GBSystem) -> int:
+    heights, _ = _plane_heights(system)
+    return len(grain(system, system.lower, (1, 1, 1))) // len(heights)
+
+
 def atoms_per_plane(system: GBSystem, repeat: Sequence[int] = (1, 1)) -> int:
     """Atoms in one full bulk plane parallel to the GB, for ``repeat`` in-plane periods."""
-    heights, _ = _plane_heights(system)
-    return len(grain(system, system.lower, (1, 1, 1))) // len(heights) * int(repeat[0]) * int(repeat[1])
+    return _atoms_per_period_plane(system) * int(repeat[0]) * int(repeat[1])
 
 
+@functools.cache
 def _plane_heights(system: GBSystem) -> tuple[np.ndarray, float]:
     """Heights of the distinct atomic planes in one period of the lower grain along z, and that period."""
     one = grain(system, system.lower, (1, 1, 1))

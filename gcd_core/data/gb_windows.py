@@ -12,6 +12,7 @@ grain sits at the same place in its voxel in every window of that system.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +50,7 @@ def window_spec(system: GBSystem | str) -> GBWindowSpec:
     return GB_WINDOWS[key]
 
 
+@functools.cache
 def window_voxel_size(system: GBSystem | str) -> tuple[float, float, float]:
     """Voxel edges (x, y, z in A) of the system's GB windows."""
     system = gb_system(system) if isinstance(system, str) else system
