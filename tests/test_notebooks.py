@@ -36,7 +36,8 @@ def kernel_manager(tmp_path: Path):
 
 
 def test_quick_start_notebooks_exist() -> None:
-    assert {path.name for path in NOTEBOOKS} >= {"quickstart_crystals.ipynb", "quickstart_carbon.ipynb"}
+    expected = {"quickstart_crystals.ipynb", "quickstart_carbon.ipynb", "quickstart_gb.ipynb"}
+    assert {path.name for path in NOTEBOOKS} >= expected
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
@@ -90,15 +91,18 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
         fetched = re.findall(r"""(?:js_urls|css_urls|js_modules)\s*=\s*\[\s*["'](https?://[^"']+)""", js)
         assert not fetched, f"the loader fetches {fetched}: pn.extension(..., inline=True) missing?"
 
-    # ... showing the notebook's run: the results table's rows (crystals), the drawn target's curve (carbon)
-    shown = {"quickstart_crystals": "229 Im-3m", "quickstart_carbon": "target: drawn"}.get(path.stem)
+    # ... showing the notebook's run: the results table's rows (crystals), the drawn target's curve (carbon), the
+    # E_gb plot, drawn only once the run has rows (GB)
+    shown = {"quickstart_crystals": "229 Im-3m", "quickstart_carbon": "target: drawn",
+             "quickstart_gb": "E_gb against [n]: W Sigma5"}.get(path.stem)
     if shown:
         assert shown in bundles[0]["text/html"], f"the last cell's output does not show {shown!r}"
 
-    cif = {"quickstart_crystals": "bcc.cif", "quickstart_carbon": "a-C.cif"}.get(path.stem)
-    if cif:
+    files = {"quickstart_crystals": "bcc.cif", "quickstart_carbon": "a-C.cif", "quickstart_gb": "gb_cu.extxyz"}
+    name = files.get(path.stem)
+    if name:
         import ase.io
 
-        written = REPO / "runs" / "quickstart" / cif
+        written = REPO / "runs" / "quickstart" / name
         assert written.is_file() and written.stat().st_mtime > time.time() - seconds - 60
         assert len(ase.io.read(written)) > 0
