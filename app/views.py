@@ -484,8 +484,9 @@ class ResultsTable(pn.viewable.Viewer):
         if self.run.mode == "gb":
             return (
                 "Each GB's atom count, its GB atom density [n] (atoms beyond whole bulk planes, as a fraction of "
-                "one plane) and its GB energy E_gb after relaxation (J/m², over 8 Å either side of the boundary). "
-                "*relaxed* says whether the structure in the row (and in the export) is relaxed, and why not."
+                "one plane) and its GB energy E_gb after relaxation (J/m², over every atom more than 6 Å from the "
+                "free surfaces). *relaxed* says whether the structure in the row (and in the export) is relaxed, and "
+                "why not."
             )
         if self.run.mode == "amorphous":
             return (

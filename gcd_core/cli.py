@@ -384,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--anneal-fraction", type=float, default=0.5, help="fraction of samples annealed by MD")
     p.add_argument("--bins", type=_positive_int, default=10, help="[n] bins of the printed summary")
     p.add_argument("--time-budget", type=_positive_float, metavar="S", help="stop starting samples after S seconds")
+    p.add_argument("--rescore", action="store_true",
+                   help="sample nothing: recompute every stored sample's E_gb with today's definition")
     p.set_defaults(func=cmd_gb_search)
 
     # ----------------------------------------------------------------------------------------- gb-generate
@@ -965,15 +967,18 @@ def cmd_xanes(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def cmd_gb_search(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """``gcd gb-search``: the grand canonical GB search, resumable, with a summary of the lowest E_gb per [n]."""
-    from gcd_core.data.gb_search import GBSearchSettings, lowest_per_n, run_gb_search
+    from gcd_core.data.gb_search import GBSearchSettings, lowest_per_n, rescore_gb_search, run_gb_search
     from gcd_core.data.gb_windows import window_spec
 
     repeat = tuple(args.repeat) if args.repeat else window_spec(args.system).repeat
     if not 0 <= args.anneal_fraction <= 1:
         raise GCDError(f"--anneal-fraction must lie in [0, 1], got {args.anneal_fraction}")
     settings = GBSearchSettings(args.system, repeat=repeat, anneal_fraction=args.anneal_fraction)
-    rows = run_gb_search(settings, args.samples, args.out_dir, processes=args.processes,
-                         first_seed=args.first_seed, time_budget=args.time_budget)
+    if args.rescore:
+        rows = rescore_gb_search(args.out_dir, settings.surface_margin)
+    else:
+        rows = run_gb_search(settings, args.samples, args.out_dir, processes=args.processes,
+                             first_seed=args.first_seed, time_budget=args.time_budget)
     print(f"{args.system}, {repeat[0]} x {repeat[1]} in-plane: {len(rows)} samples in {args.out_dir}")
     print(f"{'[n] bin':>12} {'samples':>8} {'lowest E_gb (J/m^2)':>20} {'[n]':>7} {'seed':>6}")
     counts = np.bincount([min(int(float(r["n"]) * args.bins), args.bins - 1) for r in rows], minlength=args.bins)

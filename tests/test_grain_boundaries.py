@@ -111,8 +111,36 @@ def test_no_boundary_has_zero_gb_energy_and_the_cu_sigma5_kite_has_its_known_ene
 
 
 @needs_lammps
+def test_gb_energy_counts_a_boundary_away_from_where_it_was_built():
+    """A generated slab may grow one grain, or an anneal migrate the boundary, away from the plane it was built
+    at (info["gb_z"]): E_gb must count it in full wherever it sits. (A band of 8 A about gb_z scored the kite
+    below as 0.902 J/m^2 with its boundary 6 A from gb_z.)"""
+    cu = eam.potential_for("Cu")
+    system = GB_SYSTEMS["cu_sigma5_tilt"]
+
+    def relaxed_kite(atoms):
+        z = atoms.positions[:, 2]
+        result = eam.relax(atoms, cu, fixed=z < z.min() + 4, rigid=z > z.max() - 4, fmax=1e-4)
+        return result.atoms, gb_energy(result.atoms, result.energies, cu.cohesive_energy), result.energies
+
+    kite, energy, per_atom = relaxed_kite(bicrystal(system, (1, 1), thickness=16))
+    kite.info["gb_z"] += 6  # the boundary now sits 6 A below where the structure says it was built
+    assert gb_energy(kite, per_atom, cu.cohesive_energy) == energy
+    thick = bicrystal(system, (1, 1), thickness=22)
+    z = thick.positions[:, 2]
+    off_centre = thick[z >= z.min() + 12 - 1e-6]  # the lower grain loses 12 A of planes: 10 A and 22 A grains
+    assert relaxed_kite(off_centre)[1] == pytest.approx(energy, abs=0.005)
+
+
+@needs_lammps
 def test_gb_search_keeps_every_sample_resumes_and_reports_consistent_n(tmp_path):
-    from gcd_core.data.gb_search import GBSearchSettings, low_energy_structures, read_gb_table, run_gb_search
+    from gcd_core.data.gb_search import (
+        GBSearchSettings,
+        low_energy_structures,
+        read_gb_table,
+        rescore_gb_search,
+        run_gb_search,
+    )
 
     settings = GBSearchSettings("cu_sigma5_tilt", repeat=(1, 2), md_steps_range=(50, 100))
     rows = run_gb_search(settings, 3, tmp_path)
@@ -124,3 +152,7 @@ def test_gb_search_keeps_every_sample_resumes_and_reports_consistent_n(tmp_path)
         assert atoms.info["seed"] == row["seed"] and len(atoms) == row["n_atoms"]
         assert gb_density(atoms) == pytest.approx(row["n"])
         assert 0.5 < row["e_gb"] < 2.0  # Cu Sigma5 GB energies with this potential: about 0.9-1.1 J/m^2
+    # the stored structures are the relaxed ones: rescoring them with the same definition changes no energy
+    rescored = rescore_gb_search(tmp_path)
+    assert [r["e_gb"] for r in rescored] == pytest.approx([r["e_gb"] for r in rows], abs=1e-6)
+    assert [r["cpu_seconds"] for r in rescored] == [r["cpu_seconds"] for r in rows]

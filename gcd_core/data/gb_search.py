@@ -21,7 +21,7 @@ import numpy as np
 from ase import Atoms
 from ase.io import read, write
 
-from gcd_core.data.bicrystal import bicrystal, gb_density, gb_energy, gb_system, set_gb_density
+from gcd_core.data.bicrystal import SURFACE_MARGIN, bicrystal, gb_density, gb_energy, gb_system, set_gb_density
 from gcd_core.errors import GCDError
 
 TABLE_NAME = "gb_search.csv"
@@ -45,15 +45,15 @@ class GBSearchSettings:
     anneal_fraction: float = 0.5
     temperature_range: tuple[float, float] | None = None
     md_steps_range: tuple[int, int] = (500, 3000)
-    half_width: float = 8.0  # of the region whose energy counts (A), well inside the fixed and block slabs
+    surface_margin: float = SURFACE_MARGIN  # atoms this close (A) to a free surface do not count in E_gb
 
     def __post_init__(self) -> None:
         system = gb_system(self.system)  # a clear error for an unknown system
         if self.temperature_range is None:
             object.__setattr__(self, "temperature_range", (300.0, 0.7 * system.melting_point))
-        if self.half_width + self.fixed_thickness > self.thickness:
-            raise GCDError(f"grains of {self.thickness} A are too thin for a {self.half_width} A energy region "
-                           f"plus {self.fixed_thickness} A boundary slabs")
+        if not self.fixed_thickness <= self.surface_margin < self.thickness:
+            raise GCDError(f"the E_gb region's surface margin ({self.surface_margin} A) must cover the "
+                           f"{self.fixed_thickness} A boundary slabs and leave room in {self.thickness} A grains")
 
 
 @dataclass
@@ -98,7 +98,7 @@ def relax_gb(atoms: Atoms, settings: GBSearchSettings) -> tuple[Atoms, float]:
     result = relax(atoms, potential, fixed=fixed, rigid=block)
     relaxed = result.atoms
     relaxed.info.update(atoms.info)
-    energy = gb_energy(relaxed, result.energies, potential.cohesive_energy, settings.half_width)
+    energy = gb_energy(relaxed, result.energies, potential.cohesive_energy, settings.surface_margin)
     relaxed.info["e_gb"] = energy
     return relaxed, energy
 
@@ -198,6 +198,31 @@ def run_gb_search(
                 keep(finished.result())
                 if deadline is None or time.perf_counter() < deadline:
                     running.update(pool.submit(_sample_quietly, settings, s) for s in itertools.islice(pending, 1))
+    return read_gb_table(out)
+
+
+def rescore_gb_search(out_dir: str | Path, surface_margin: float = SURFACE_MARGIN) -> list[dict[str, object]]:
+    """Recompute every stored sample's E_gb with today's definition (``gb_energy``) from its relaxed structure
+    (single-point per-atom energies: the structures are minima already) and rewrite the table; everything else
+    in a row, its CPU time included, stays. Returns the rewritten table."""
+    from gcd_core.physics.eam import energies, potential_for
+
+    out = Path(out_dir)
+    _upgrade_table(out / TABLE_NAME)
+    rows = read_gb_table(out)
+    with (out / TABLE_NAME).open(newline="") as handle:
+        raw = list(csv.DictReader(handle))
+    for row, text in zip(rows, raw, strict=True):
+        atoms = read_gb_structure(out, int(row["seed"]))
+        potential = potential_for(gb_system(str(row["gb_system"])).element)
+        energy = gb_energy(atoms, energies(atoms, potential), potential.cohesive_energy, surface_margin)
+        text["e_gb"] = repr(energy)
+        atoms.info["e_gb"] = energy
+        write(out / STRUCTURES_DIR / f"{int(row['seed'])}.extxyz", atoms, format="extxyz")
+    with (out / TABLE_NAME).open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(raw)
     return read_gb_table(out)
 
 
