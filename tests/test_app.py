@@ -186,6 +186,27 @@ def test_results_table_made_after_a_run_shows_its_rows(checkpoint: Path) -> None
 
 
 # ---------------------------------------------------------------------------------------------------- export
+def sorted_fractions(fractions: np.ndarray) -> np.ndarray:
+    """Fractional coordinates wrapped into [0, 1) and sorted, to compare structures whose atom order may differ."""
+    wrapped = np.round(np.mod(fractions, 1.0), 4) % 1.0
+    return wrapped[np.lexsort(wrapped.T[::-1])]
+
+
+def assert_cif_holds(path: Path, atoms) -> None:
+    """ASE and pymatgen (when installed) both read the CIF back with the same cell, species and positions."""
+    back = ase.io.read(path, format="cif")
+    assert back.get_chemical_symbols() == atoms.get_chemical_symbols()
+    np.testing.assert_allclose(back.cell.cellpar(), atoms.cell.cellpar(), atol=1e-4)
+    np.testing.assert_allclose(sorted_fractions(back.get_scaled_positions()),
+                               sorted_fractions(atoms.get_scaled_positions()), atol=2e-4)
+    pymatgen_cif = pytest.importorskip("pymatgen.io.cif")
+    (structure,) = pymatgen_cif.CifParser(path).parse_structures(primitive=False)
+    assert [site.specie.symbol for site in structure] == atoms.get_chemical_symbols()
+    np.testing.assert_allclose(structure.lattice.parameters, atoms.cell.cellpar(), atol=1e-4)
+    np.testing.assert_allclose(sorted_fractions(structure.frac_coords),
+                               sorted_fractions(atoms.get_scaled_positions()), atol=2e-4)
+
+
 def test_cif_export_of_one_and_of_two(checkpoint: Path, tmp_path: Path) -> None:
     dashboard = make_dashboard(checkpoint, steps=10, samples=2)
     assert dashboard.run.generate_blocking() == "done"
@@ -196,9 +217,7 @@ def test_cif_export_of_one_and_of_two(checkpoint: Path, tmp_path: Path) -> None:
     name, data = download(dashboard)
     assert name == "sample_0001.cif"
     (tmp_path / name).write_bytes(data)
-    back = ase.io.read(tmp_path / name, format="cif")
-    assert len(back) == len(structures[1])
-    np.testing.assert_allclose(back.cell.lengths(), structures[1].cell.lengths(), atol=1e-4)
+    assert_cif_holds(tmp_path / name, structures[1])
 
     dashboard.results.table.selection = [0, 1]
     name, data = download(dashboard)
@@ -208,9 +227,7 @@ def test_cif_export_of_one_and_of_two(checkpoint: Path, tmp_path: Path) -> None:
         assert sorted(archive.namelist()) == ["sample_0000.cif", "sample_0001.cif"]
         archive.extractall(tmp_path / "unzipped")
     for index in (0, 1):
-        back = ase.io.read(tmp_path / "unzipped" / f"sample_{index:04d}.cif", format="cif")
-        assert len(back) == len(structures[index])
-        np.testing.assert_allclose(back.cell.lengths(), structures[index].cell.lengths(), atol=1e-4)
+        assert_cif_holds(tmp_path / "unzipped" / f"sample_{index:04d}.cif", structures[index])
 
 
 # ---------------------------------------------------------------------------------------------------- errors
@@ -660,9 +677,7 @@ def test_gb_run_streams_frames_relaxes_scores_and_plots(gb_models: dict[str, Pat
     name, data = download(dashboard)
     assert name == "sample_0001.cif" and dashboard.export.help.visible
     (tmp_path / name).write_bytes(data)
-    back = ase.io.read(tmp_path / name, format="cif")
-    assert len(back) == len(run.structures[1])
-    np.testing.assert_allclose(back.cell.lengths(), run.structures[1].cell.lengths(), atol=1e-4)
+    assert_cif_holds(tmp_path / name, run.structures[1])
     dashboard.results.table.selection = []
     name, data = download(dashboard)
     assert name.endswith(".zip") and len(zipfile.ZipFile(io.BytesIO(data)).namelist()) == 2
