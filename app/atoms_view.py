@@ -13,6 +13,7 @@ context and the camera the user has turned, however many frames stream through.
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import logging
@@ -51,11 +52,20 @@ class ThreeDmolJS:
 
 
 def script_url() -> str:
-    """URL of the local 3Dmol.js, relative to the page (so a ``--prefix`` or a proxy path keeps working)."""
+    """URL of the local 3Dmol.js: under ``panel serve``, the server's component-resource route relative to the page
+    (so a ``--prefix`` or a proxy path keeps working); elsewhere (a notebook: no Panel server, so no such route)
+    the file itself as a ``data:`` URL, which keeps the viewer offline at the cost of ~0.7 MB in the output."""
+    if not _served_by_panel():
+        return f"data:text/javascript;base64,{base64.b64encode(JS_PATH.read_bytes()).decode('ascii')}"
     from panel.io.resources import component_resource_path
 
     url = component_resource_path(ThreeDmolJS, "_js", ThreeDmolJS._js[0])
     return f"{url}?v={VERSION}"  # a versioned URL: the browser keeps the file instead of asking on every frame
+
+
+def _served_by_panel() -> bool:
+    document = pn.state.curdoc
+    return document is not None and document.session_context is not None
 
 
 def extended_xyz(atoms: Atoms, max_atoms: int = MAX_VIEW_ATOMS) -> tuple[str, int]:
@@ -214,6 +224,7 @@ class AtomsView(pn.viewable.Viewer):
         self._drawn: tuple[int, int, int] | None = None  # (id of the atoms, step, sample) last sent
         self._seq = 0
         run.param.watch(self._update, ["preview_atoms", "status"])
+        self._update()  # a view made after a run (a notebook cell) shows its structure
 
     @staticmethod
     def js_available() -> bool:

@@ -343,6 +343,12 @@ class GBSettingsPanel(RunControls):
 class LiveView(pn.viewable.Viewer):
     """The annealing density of one sample (VTK volume), the step counter and a progress bar."""
 
+    show_volume = param.Boolean(
+        default=True,
+        doc="Draw the density as a VTK volume. Off in JupyterLab offline, where vtk.js does not load: the step "
+        "counter, the progress bar and the sample slider stay.",
+    )
+
     def __init__(self, run: GenerationRun, **params) -> None:
         super().__init__(**params)
         self.run = run
@@ -355,7 +361,7 @@ class LiveView(pn.viewable.Viewer):
             height=460,
             sizing_mode="stretch_width",
         )
-        self.viewer = pn.Column(self.placeholder, sizing_mode="stretch_width")
+        self.viewer = pn.Column(self.placeholder, sizing_mode="stretch_width", visible=self.show_volume)
         gb = run.mode == "gb"
         self.title = "### Live occupancy of the GB window" if gb else "### Live density"
         self.note = pn.pane.Markdown(
@@ -364,7 +370,7 @@ class LiveView(pn.viewable.Viewer):
             visible=gb,
             sizing_mode="stretch_width",
         )
-        self.step_text = pn.pane.Markdown("step 0 / 0", sizing_mode="stretch_width")
+        self.step_text = pn.pane.Markdown("step 0 / 0", sizing_mode="stretch_width", min_width=220)
         self.vtk_fix = pn.pane.HTML(VTK_VOLUME_PATCH, width=0, height=0, margin=0)
         self.progress = pn.indicators.Progress(value=0, max=1, bar_color="primary", sizing_mode="stretch_width")
         self.sample = pn.widgets.IntSlider(label="Shown sample", start=0, end=1, value=0, disabled=True)
@@ -388,7 +394,7 @@ class LiveView(pn.viewable.Viewer):
 
     def _update_density(self, *events: param.parameterized.Event) -> None:
         density = self.run.density
-        if density is None or density is self._shown_density:
+        if not self.show_volume or density is None or density is self._shown_density:
             return
         now = time.monotonic()
         if self.run.status == "running" and now - self._volume_shown_at < VOLUME_INTERVAL_S:
@@ -453,7 +459,7 @@ class LiveView(pn.viewable.Viewer):
             self.viewer,
             pn.Row(self.step_text, self.sample, sizing_mode="stretch_width"),
             self.progress,
-            self.vtk_fix,
+            *([self.vtk_fix] if self.show_volume else []),
             sizing_mode="stretch_width",
         )
 

@@ -203,3 +203,15 @@ def test_server_hands_out_3dmol_js_without_static_dirs(checkpoint: Path) -> None
 def test_installer_refuses_a_tarball_that_does_not_match_the_pin() -> None:
     with pytest.raises(SystemExit, match="does not match"):
         fetch_js._check_integrity(b"not the 3dmol package")
+
+
+@pytest.mark.skipif(not fetch_js.JS_PATH.is_file(), reason="3Dmol.js is not installed: python -m app.fetch_js")
+def test_outside_a_panel_server_the_viewer_carries_3dmol_js_itself() -> None:
+    """A notebook has no Panel server and so no component-resource route: the script goes in as a data URL."""
+    import base64
+
+    url = atoms_view.script_url()
+    prefix = "data:text/javascript;base64,"
+    assert url.startswith(prefix)
+    assert base64.b64decode(url[len(prefix):]) == fetch_js.JS_PATH.read_bytes()
+    assert f"loadScriptAsync('{url}')" in atoms_view.viewer_document("view-1", url)
