@@ -526,15 +526,41 @@ class GenerationRun(param.Parameterized):
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def _prepare(self) -> GenerationRequest | None:
-        """Reset for a new run; returns the request, or None after reporting why there is none."""
-        if self.model is None:
-            return None
+    def _begin_reset(self) -> None:
+        """The part of a new run's reset every mode shares, before its request is built."""
         if self.running:
             raise GCDError("a generation is already running in this session; cancel it first")
         self._cancel.clear()
         self._last_x0 = None
         self._last_step = 0
+
+    def _mark_running(self, steps: int, num_samples: int, cell_lengths: Sequence[float], **extra: Any) -> None:
+        """Clear the last run's results and show the new one as running."""
+        self.param.update(
+            status="running",
+            step=0,
+            num_steps=steps,
+            num_samples=num_samples,
+            t=1.0,
+            density=None,
+            preview_atoms=None,
+            preview_step=0,
+            cell_lengths=tuple(float(v) for v in cell_lengths),
+            structures=[],
+            rows=[],
+            error="",
+            cancel_requested=False,
+            first_frame_s=None,
+            elapsed_s=0.0,
+            activity="",
+            **extra,
+        )
+
+    def _prepare(self) -> GenerationRequest | None:
+        """Reset for a new run; returns the request, or None after reporting why there is none."""
+        if self.model is None:
+            return None
+        self._begin_reset()
         try:
             request = self.settings.request(self.model)
         except GCDError as exc:
@@ -548,27 +574,14 @@ class GenerationRun(param.Parameterized):
         if target is not None and self.settings.spectrum_guidance > 0:
             forward = load_forward_model(self.model.device)
             self._guide = spectrum_guidance(self._grid, forward, target, request.cell_lengths)
-        self.param.update(
-            status="running",
-            step=0,
-            num_steps=request.steps,
-            num_samples=request.num_samples,
-            t=1.0,
-            density=None,
-            preview_atoms=None,
-            preview_step=0,
-            cell_lengths=tuple(request.cell_lengths),
-            structures=[],
-            rows=[],
+        self._mark_running(
+            request.steps,
+            request.num_samples,
+            request.cell_lengths,
             spectra=[],
             rdfs=[],
             target_spectrum=None if target is None else np.array(target),
             target_label=self.settings.target_label if target is not None else "",
-            error="",
-            cancel_requested=False,
-            first_frame_s=None,
-            elapsed_s=0.0,
-            activity="",
         )
         return request
 
@@ -905,11 +918,7 @@ class GBRun(GenerationRun):
     def _prepare(self) -> GBRequest | None:  # type: ignore[override]
         if self.model is None:
             return None
-        if self.running:
-            raise GCDError("a generation is already running in this session; cancel it first")
-        self._cancel.clear()
-        self._last_x0 = None
-        self._last_step = 0
+        self._begin_reset()
         try:
             request = self.settings.request(self.model)
             # an unknown system or a model without a reference translation fails here, before any thread
@@ -921,23 +930,10 @@ class GBRun(GenerationRun):
         self._request = request
         self._template, self._generation = template, None
         self._skip_reason = self.settings.relax_skip_reason
-        self.param.update(
-            status="running",
-            step=0,
-            num_steps=request.steps,
-            num_samples=request.num_samples,
-            t=1.0,
-            density=None,
-            preview_atoms=None,
-            preview_step=0,
-            cell_lengths=tuple(float(v) for v in gb_window(template).cell.lengths()),  # the volume shows the window
-            structures=[],
-            rows=[],
-            error="",
-            cancel_requested=False,
-            first_frame_s=None,
-            elapsed_s=0.0,
-            activity="",
+        self._mark_running(
+            request.steps,
+            request.num_samples,
+            gb_window(template).cell.lengths(),  # the volume shows the window
             system=request.system,
             lowest_e_gb=lowest_training_e_gb(self.model, request.system),
         )
