@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     phases = gb_phases(search, args.bins)
     phase_bins = {min(int(float(r["n"]) * args.bins), args.bins - 1) for r in phases}
 
+    total = sum(r["cpu_seconds"] for r in generated)
+    sampling = sum(r["sampling_seconds"] for r in generated)
     lines = [
         f"# {system}: generator vs grand canonical search",
         "",
@@ -98,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Generator: {len(generated)} samples"
         + (f" ({args.rounds} rounds of {args.batch} per bin, conditioned on the bin's centre [n])" if args.rounds
            else " ([n] left to the model)")
-        + f", {sum(r['cpu_seconds'] for r in generated):.0f} CPU s (sampling + relaxation, one thread). "
+        + f", {total:.0f} CPU s (sampling + relaxation, one thread; per sample "
+        f"{sampling / len(generated):.1f} s sampling + {(total - sampling) / len(generated):.1f} s relaxation). "
         f"Reached: within {args.tolerance} J/m^2 of the search's lowest in the bin. GB phases: bins whose lowest "
         "E_gb is a local minimum over [n] (marked *).",
         "",

@@ -1007,7 +1007,8 @@ def cmd_gb_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     results = generate_relaxed_gbs(model, request, args.batch)
     (args.out_dir / "structures").mkdir(parents=True, exist_ok=True)
     with (args.out_dir / "gb_generated.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["sample", "n", "n_atoms", "e_gb", "cpu_seconds"])
+        columns = ["sample", "n", "n_atoms", "e_gb", "cpu_seconds", "sampling_seconds"]
+        writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for atoms, row in results:
             writer.writerow(row)

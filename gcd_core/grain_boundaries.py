@@ -133,8 +133,8 @@ def generate_relaxed_gbs(
     model: GCDModel, request: GBRequest, batch: int = 8, progress: Callable[[int], None] | None = None
 ) -> list[tuple[Atoms, dict[str, float]]]:
     """``request.num_samples`` GBs in batches of ``batch``, each relaxed as the GB search relaxes its samples and
-    scored: (relaxed bicrystal, {sample, n, n_atoms, e_gb, cpu_seconds}); a sample's CPU time is its share of its
-    batch's sampling plus its own relaxation."""
+    scored: (relaxed bicrystal, {sample, n, n_atoms, e_gb, cpu_seconds, sampling_seconds}); a sample's CPU time
+    is its share of its batch's sampling (``sampling_seconds``) plus its own relaxation."""
     from gcd_core.data.gb_search import GBSearchSettings, relax_gb
 
     settings = GBSearchSettings(request.system, thickness=request.thickness)
@@ -153,7 +153,7 @@ def generate_relaxed_gbs(
             except GCDError:  # LAMMPS refused the sample (a crowd of atoms): it counts, as a failure
                 relaxed, energy = atoms, float("nan")
             row = {"sample": first + offset, "n": gb_density(relaxed), "n_atoms": len(relaxed), "e_gb": energy,
-                   "cpu_seconds": sampling + time.process_time() - started}
+                   "cpu_seconds": sampling + time.process_time() - started, "sampling_seconds": sampling}
             relaxed.info.update(row)
             results.append((relaxed, row))
         if progress is not None:
