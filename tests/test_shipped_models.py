@@ -73,15 +73,13 @@ def test_shipped_carbon_model_gives_carbon_and_gradient_guidance_moves_its_spect
     for atoms in plain + guided:  # carbon at a density carbon can have: the atom count is the model's own
         assert 1.0 < mass_density(atoms) < 4.0
     before, after = spectral_error(forward, plain, target), spectral_error(forward, guided, target)
-    assert max(after) < min(before), (before, after)  # the same seeds, each guided sample closer to the target
+    # paired by seed: each guided sample at least 10 % closer to the target than the same seed unguided
+    assert all(a < 0.9 * b for a, b in zip(after, before, strict=True)), (before, after)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known shortfall of the shipped carbon model (README, 'Amorphous carbon'): about a fifth of its atoms "
-    "are singly bonded or isolated, where the training cells have none; strict, so a better model must drop this",
-)
 def test_shipped_carbon_model_bonds_like_the_training_cells():
+    """The training cells have no singly bonded or isolated carbon; the model before the occupied-weight
+    fine-tune had 12-21 % (README, 'Amorphous carbon')."""
     from gcd_core.physics import hybridisation
 
     plain, guided, _, _ = _carbon_samples()
