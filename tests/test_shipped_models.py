@@ -25,7 +25,7 @@ def test_checkpoint_is_small_loads_with_weights_only_and_has_metadata(checkpoint
         assert key in meta, f"{checkpoint.with_suffix('.json').name} lacks {key}"
 
 
-# HCP is left out: on its commensurate voxels the shipped model is perfect in 8 of 20 samples at 1x and none at
+# HCP is left out: on its commensurate voxels the shipped model is perfect in 19 of 50 samples at 1x and none at
 # 2x (README, "Crystals"); pinning a seed that happens to pass would claim more than that.
 @pytest.mark.parametrize("phase", ["bcc", "sc", "fcc", "diamond"])
 def test_shipped_crystal_model_generates_each_perfect_phase_from_a_fixed_seed(phase):
