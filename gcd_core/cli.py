@@ -179,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="draw this phase's cells W times as often as the others (repeatable; a phase that learns slowly)",
     )
+    data.add_argument(
+        "--balance-densities",
+        action="store_true",
+        help="carbon: draw every 0.5 g/cm3 density bin equally often (the data hold five 1.5 g/cm3 cells per 3.5 one)",
+    )
     data.add_argument("--element", help="crystal element (default: the phase's own)")
     data.add_argument("--a", type=_positive_float, help="crystal lattice constant a (A)")
     data.add_argument("--c", type=_positive_float, help="crystal lattice constant c (A, hcp)")
@@ -417,9 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "xanes",
         help="a structure's carbon K-edge spectrum: forward model, optionally checked with FEFF10",
-        description="Print a carbon structure's spectrum features (pi* intensity, sigma* maximum) from the XANES "
-        "forward model and, with --feff-sites, from FEFF10 full multiple scattering on sampled sites (slow: "
-        "5-30 s per site; results are cached). Writes the spectra with --out.",
+        description="Print a carbon structure's density and sp / sp2 / sp3 fractions, and its spectrum features "
+        "(pi* intensity, sigma* maximum) from the XANES forward model and, with --feff-sites, from FEFF10 full "
+        "multiple scattering on sampled sites (slow: 5-30 s per site; results are cached). Writes the spectra "
+        "with --out.",
         formatter_class=_HelpFormatter,
     )
     p.add_argument("structure", metavar="STRUCTURE", type=Path, help="a periodic orthorhombic carbon cell")
@@ -525,8 +531,17 @@ def _load_training_data(args: argparse.Namespace) -> tuple[list[Any], dict[str, 
     return structures, description
 
 
-def _phase_weights(args: argparse.Namespace, structures: Sequence[Any], data: dict[str, Any]) -> list[float] | None:
-    """Per-structure draw weights from ``--phase-weight PHASE W`` (recorded in the data description)."""
+def _draw_weights(args: argparse.Namespace, structures: Sequence[Any], data: dict[str, Any]) -> list[float] | None:
+    """Per-structure draw weights from ``--phase-weight PHASE W`` or ``--balance-densities`` (recorded in the data
+    description)."""
+    if args.balance_densities:
+        if not args.carbon:
+            raise GCDError("--balance-densities applies to --carbon training")
+        from gcd_core.data.amorphous import density_balanced_weights
+
+        weights = density_balanced_weights(structures)
+        data["draw_weights"] = {a.info["name"]: round(w, 6) for a, w in zip(structures, weights, strict=True)}
+        return weights
     if not args.phase_weight:
         return None
     if not args.crystal:
@@ -674,7 +689,7 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     dataset = VoxelDataset(
         structures, grid, labels=labels, vectors=vectors, stride=net.stride, structure_grids=structure_grids,
         equal_voxels=True, fit_to_stride=bool(args.carbon),  # amorphous cells of five sizes: no edge fits all
-        weights=_phase_weights(args, structures, data), scalars=scalars,
+        weights=_draw_weights(args, structures, data), scalars=scalars,
         fixed_axes=(2,) if args.gb_search else (),  # GB windows: the GB stays in the middle, grains on their sides
     )
     config = TrainConfig(
@@ -938,6 +953,7 @@ def cmd_inspect(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def cmd_xanes(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """``gcd xanes``: forward-model spectrum of a structure, with an optional FEFF10 check."""
     from gcd_core.io import read_structures
+    from gcd_core.physics.analysis import DEFAULT_BOND_CUTOFF, carbon_summary
     from gcd_core.physics.spectra import ENERGY_GRID, pi_star_intensity, sigma_star_maximum
     from gcd_core.physics.xanes import XanesForwardModel
 
@@ -952,7 +968,13 @@ def cmd_xanes(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
         mean, _, sites = feff_structure_spectrum(atoms, args.feff_sites, cache_dir=args.cache, seed=args.seed)
         columns[f"FEFF10 ({len(sites)} sites)"] = mean
-    print(f"{args.structure}: {len(atoms)} atoms")
+    summary = carbon_summary(atoms)
+    print(
+        f"{args.structure}: {len(atoms)} atoms, {summary['density']:.2f} g/cm3, sp / sp2 / sp3 "
+        f"{summary['sp']:.2f} / {summary['sp2']:.2f} / {summary['sp3']:.2f}, under-bonded (0-1 neighbours) "
+        f"{summary['under']:.2f}, mean coordination {summary['mean_coordination']:.2f} "
+        f"(bonds within {DEFAULT_BOND_CUTOFF} A)"
+    )
     for name, spectrum in columns.items():
         print(
             f"  {name:>20}: pi* intensity {1000 * pi_star_intensity(spectrum):.1f} (x 1e-3), "

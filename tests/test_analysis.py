@@ -121,3 +121,17 @@ def test_carbon_dataset_loads_with_site_spectra_and_splits_by_structure():
     assert names and not names & {a.info["name"] for a in train}
     assert {round(a.info["density"] * 2) / 2 for a in held} >= {1.5, 2.0, 2.5, 3.0, 3.5}
     assert ("d1.5_1" in names) == ("d1.5_6" in names)  # the shared set's one duplicated cell stays together
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not beside this checkout")
+def test_density_balanced_weights_give_every_density_the_same_share():
+    from gcd_core.data.amorphous import density_balanced_weights, load_carbon_dataset, split_by_structure
+
+    train, _ = split_by_structure(load_carbon_dataset(DATA))
+    weights = np.array(density_balanced_weights(train))
+    bins = np.array([round(a.info["density"] * 2) / 2 for a in train])
+    shares = {b: weights[bins == b].sum() for b in np.unique(bins)}
+    assert len(shares) == 5 and np.allclose(list(shares.values()), 1.0)
+    assert weights[bins == 3.5][0] > weights[bins == 1.5][0]  # the rare dense cells are drawn more often each
+    with pytest.raises(GCDError, match="bin width"):
+        density_balanced_weights(train, bin_width=0)

@@ -152,6 +152,11 @@ def test_train_refuses_other_configuration(
     assert "different model configuration" in _error(capsys, argv)
 
 
+def test_train_refuses_density_balancing_outside_carbon(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = ["train", str(tmp_path / "model"), *TINY, "--steps", "1", "--balance-densities"]
+    assert "--balance-densities applies to --carbon training" in _error(capsys, argv)
+
+
 # ----------------------------------------------------------------------------------------------- inspect
 def test_inspect_text(trained: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["inspect", str(trained / "model.pt")]) == 0
@@ -467,6 +472,7 @@ def test_xanes_command_prints_spectrum_features_and_writes_them(tmp_path: Path, 
     assert main(["xanes", str(DEFAULT_ROOT / "train" / "d0.0_18.vasp"), "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "forward model: pi* intensity" in text and "sigma* maximum" in text
+    assert "216 atoms, 3.49 g/cm3, sp / sp2 / sp3 0.00 / 0.06 / 0.94" in text  # the cell's density, 93.5 % sp3
     table = np.loadtxt(out)
     assert table.shape == (100, 2) and np.trapezoid(table[:, 1], table[:, 0]) == pytest.approx(1.0, abs=1e-4)
     two = tmp_path / "two.extxyz"

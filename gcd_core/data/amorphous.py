@@ -93,3 +93,14 @@ def split_by_structure(
     train = [a for i, a in enumerate(structures) if i not in held]
     validation = [a for i, a in enumerate(structures) if i in held]
     return train, validation
+
+
+def density_balanced_weights(structures: Sequence[Atoms], bin_width: float = 0.5) -> list[float]:
+    """Draw weights that give every density bin (``bin_width`` g/cm3) the same share of training batches: each
+    cell weighs 1 / (cells in its bin). The shared training split holds ten 1.5 g/cm3 cells for two at 3.5, so
+    equal draws spend five times the steps on the sparsest carbon as on the densest."""
+    if bin_width <= 0:
+        raise GCDError(f"the density bin width must be positive, got {bin_width}")
+    bins = [round(float(a.info.get("density", mass_density(a))) / bin_width) for a in structures]
+    counts = {b: bins.count(b) for b in bins}
+    return [1.0 / counts[b] for b in bins]
