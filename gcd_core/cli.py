@@ -255,6 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="conditioning dropout (classifier-free guidance)",
     )
     opt.add_argument(
+        "--time-range",
+        nargs=2,
+        type=float,
+        default=list(defaults.time_range),
+        metavar=("LO", "HI"),
+        help="draw noise times uniformly from [LO, HI] (fine-tune one part of the trajectory)",
+    )
+    opt.add_argument(
         "--fit-steps-to-budget",
         action="store_true",
         help="with --time-budget: every 200 steps, set --steps (never higher) to what the rest of the budget "
@@ -531,6 +539,13 @@ def _load_training_data(args: argparse.Namespace) -> tuple[list[Any], dict[str, 
     return structures, description
 
 
+def _time_range(values: Sequence[float]) -> tuple[float, float]:
+    low, high = (float(v) for v in values)
+    if not 0 <= low < high <= 1:
+        raise GCDError(f"--time-range {low} {high}: needs 0 <= LO < HI <= 1")
+    return low, high
+
+
 def _draw_weights(args: argparse.Namespace, structures: Sequence[Any], data: dict[str, Any]) -> list[float] | None:
     """Per-structure draw weights from ``--phase-weight PHASE W`` or ``--balance-densities`` (recorded in the data
     description)."""
@@ -701,6 +716,7 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         grad_clip=args.grad_clip,
         occupied_weight=args.occupied_weight,
         drop_probability=args.drop_probability,
+        time_range=_time_range(args.time_range),
         fit_steps_to_budget=args.fit_steps_to_budget,
         checkpoint_every=args.checkpoint_every,
         log_every=args.log_every,

@@ -155,6 +155,8 @@ def test_train_refuses_other_configuration(
 def test_train_refuses_density_balancing_outside_carbon(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     argv = ["train", str(tmp_path / "model"), *TINY, "--steps", "1", "--balance-densities"]
     assert "--balance-densities applies to --carbon training" in _error(capsys, argv)
+    argv = ["train", str(tmp_path / "model"), *TINY, "--steps", "1", "--time-range", "0.7", "0.2"]
+    assert "--time-range 0.7 0.2: needs 0 <= LO < HI <= 1" in _error(capsys, argv)
 
 
 # ----------------------------------------------------------------------------------------------- inspect

@@ -565,3 +565,23 @@ def test_resampling_without_inpainting_is_a_corrector_that_still_ends_at_the_ora
     again = run_to_end(ddpm(_tanh_denoiser, _noise(71), CosineSchedule(), steps=5, generator=_gen(72), resample=3))
     assert torch.equal(again, run_to_end(ddpm(_tanh_denoiser, _noise(71), CosineSchedule(), steps=5,
                                               generator=_gen(72), resample=3)))
+
+
+def test_diffusion_loss_draws_times_from_the_requested_range():
+    x0 = _clean(14)
+    times: list[torch.Tensor] = []
+
+    def net(x_t, t):
+        times.append(t.clone())
+        return torch.zeros_like(x_t)
+
+    for seed in range(20):
+        diffusion_loss(
+            net, x0, torch.ones_like(x0), CosineSchedule(), "x0", t_min=0.3, generator=_gen(seed), t_max=0.5
+        )
+    drawn = torch.cat(times)
+    assert bool(((drawn >= 0.3) & (drawn <= 0.5)).all())
+    assert float(drawn.max() - drawn.min()) > 0.1  # spread over the range, not pinned to one end
+    for bad in ((0.5, 0.5), (0.6, 0.4), (-0.1, 0.5), (0.2, 1.5)):
+        with pytest.raises(GCDError, match="training times"):
+            diffusion_loss(net, x0, torch.ones_like(x0), CosineSchedule(), "x0", t_min=bad[0], t_max=bad[1])

@@ -59,16 +59,19 @@ def diffusion_loss(
     drop_probability: float = 0.0,
     t_min: float = 1e-3,
     generator: torch.Generator | None = None,
+    t_max: float = 1.0,
 ) -> torch.Tensor:
     """Weighted MSE of the network's prediction at a random time, for a clean model-space batch ``x0``.
 
     ``weights`` (same shape as ``x0``) come from ``VoxelGrid.loss_weights``. Conditioning is dropped per sample
     with ``drop_probability`` so one network learns the conditional and the unconditional score
-    (classifier-free guidance).
+    (classifier-free guidance). Times are uniform in ``[t_min, t_max]``.
     """
+    if not 0 <= t_min < t_max <= 1:
+        raise GCDError(f"training times need 0 <= t_min < t_max <= 1, got [{t_min}, {t_max}]")
     batch = x0.shape[0]
     device = x0.device
-    t = t_min + (1 - t_min) * torch.rand(batch, device=device, generator=generator, dtype=torch.float64)
+    t = t_min + (t_max - t_min) * torch.rand(batch, device=device, generator=generator, dtype=torch.float64)
     noise = torch.randn(x0.shape, device=device, generator=generator, dtype=x0.dtype)
     x_t = schedule.add_noise(x0, t, noise).to(x0.dtype)
     kwargs = dict(conditioning or {})
