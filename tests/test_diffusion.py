@@ -344,6 +344,26 @@ def test_sampler_errors():
         run_to_end(iter([]))
     with pytest.raises(GCDError, match="at least one step"):
         next(ddim(_tanh_denoiser, _noise(), CosineSchedule(), steps=0))
+    for start in (0.0, 1.5):
+        with pytest.raises(GCDError, match="start_time"):
+            next(ddpm(_tanh_denoiser, _noise(), CosineSchedule(), steps=4, start_time=start))
+
+
+@pytest.mark.parametrize(("name", "sampler"), SAMPLER_CASES, ids=SAMPLER_IDS)
+def test_a_sampler_started_part_way_runs_from_that_time_to_the_clean_grid(name, sampler):
+    clean = _clean(35)
+    calls: list[float] = []
+
+    def oracle(x_t, t):
+        calls.append(float(t[0]))
+        return clean
+
+    schedule = CosineSchedule()
+    x = schedule.add_noise(clean, torch.full((SHAPE[0],), 0.4, dtype=torch.float64), _noise(36))
+    frames = list(sampler(oracle, x.float(), schedule, steps=4, generator=_gen(37), start_time=0.4))
+    assert calls == pytest.approx([0.4, 0.3, 0.2, 0.1])
+    assert [f.t for f in frames] == pytest.approx([0.3, 0.2, 0.1, 0.0])
+    assert torch.equal(frames[-1].x0, clean)
 
 
 def test_single_step_sampler():

@@ -119,15 +119,19 @@ def ddim(
     generator: torch.Generator | None = None,
     inpaint: Inpaint | None = None,
     resample: int = 1,
+    start_time: float = 1.0,
 ) -> Iterator[Frame]:
     """DDIM (Song et al.): deterministic for ``eta = 0``; ``eta = 1`` is the ancestral DDPM posterior.
 
     ``resample = r > 1`` takes every step r times, re-noising back to its start in between (RePaint): it
     harmonises an in-painted seam, and without in-painting it acts as a corrector that lets defects anneal out.
+    ``start_time`` < 1 denoises an ``x`` noised only to that time (SDEdit; how far a model restores a structure).
     """
     if resample < 1:
         raise GCDError(f"resample must be at least 1, got {resample}")
-    times = schedule.timesteps(steps, device=x.device)
+    if not 0 < start_time <= 1:
+        raise GCDError(f"start_time must lie in (0, 1], got {start_time}")
+    times = schedule.timesteps(steps, device=x.device) * start_time
     alpha_bars = schedule.alpha_bar(times).clamp(1e-8, 1.0).tolist()
     batch = x.shape[0]
     for n in range(steps):
@@ -165,10 +169,13 @@ def ddpm(
     generator: torch.Generator | None = None,
     inpaint: Inpaint | None = None,
     resample: int = 1,
+    start_time: float = 1.0,
 ) -> Iterator[Frame]:
-    """Ancestral sampling (Ho et al.) over ``steps`` evenly spaced times; ``resample`` as in ``ddim``."""
+    """Ancestral sampling (Ho et al.) over ``steps`` evenly spaced times; ``resample`` and ``start_time`` as in
+    ``ddim``."""
     yield from ddim(
-        denoise, x, schedule, steps=steps, eta=1.0, generator=generator, inpaint=inpaint, resample=resample
+        denoise, x, schedule, steps=steps, eta=1.0, generator=generator, inpaint=inpaint, resample=resample,
+        start_time=start_time,
     )
 
 
