@@ -79,7 +79,7 @@ def test_shipped_carbon_model_gives_carbon_and_gradient_guidance_moves_its_spect
 
 def test_shipped_carbon_model_bonds_like_the_training_cells():
     """The training cells have no singly bonded or isolated carbon; the model before the occupied-weight
-    fine-tune had 12 % singly bonded in the steering benchmark and about a fifth singly bonded or isolated here."""
+    fine-tune had 12 % singly bonded (benchmarks/results/carbon_steering_cpu_stage3.md)."""
     from gcd_core.physics import hybridisation
 
     plain, guided, _, _ = _carbon_samples()
