@@ -287,9 +287,9 @@ def test_phase_conditional_crystals_each_on_their_own_voxels(
     capsys.readouterr()
     assert main(["inspect", checkpoint]) == 0
     text = capsys.readouterr().out
-    assert "labels ['bcc', 'hcp']" in text and "Mg on [0.8025, 0.92665, 0.65125] A voxels" in text
+    assert "labels ['bcc', 'hcp']" in text and "Mg on [0.8025, 0.92665, 1.3025] A voxels" in text
     metadata = json.loads((out / "model.json").read_text())
-    assert metadata["data"]["label_cells"]["hcp"] == pytest.approx([6.42, 22.23953, 5.21], abs=1e-5)
+    assert metadata["data"]["label_cells"]["hcp"] == pytest.approx([6.42, 22.23953, 10.42], abs=1e-5)
     assert len(metadata["train_cells"]) == 4  # two phases x two sizes
     from gcd_core.model import GCDModel
 
@@ -300,7 +300,7 @@ def test_phase_conditional_crystals_each_on_their_own_voxels(
     generate = ["generate", checkpoint, "--label", "hcp", "--supercell", "2", "--steps", "2", "--out", str(sample)]
     assert main([*generate, "--merge-distance", "2.0", "--one-file"]) == 0
     atoms = ase.io.read(sample)
-    assert np.allclose(atoms.cell.lengths(), (12.84, 44.47907, 10.42), atol=1e-4)
+    assert np.allclose(atoms.cell.lengths(), (12.84, 44.47907, 20.84), atol=1e-4)
     assert set(atoms.get_chemical_symbols()) <= {"Mg"}
 
 

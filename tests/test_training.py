@@ -147,7 +147,7 @@ def test_classes_on_their_own_voxels_train_and_generate_in_their_own_units():
     grid = VoxelGrid(("W",), VOXEL)
     net = UNet3D(in_channels=4, out_channels=4, base_channels=8, num_classes=len(phases))
     model = GCDModel(net, grid, CosineSchedule(), "x0", Conditioning(labels=phases, label_grids=label_grids))
-    assert model.grid_for("hcp").nominal_edges == pytest.approx((0.8025, 0.92665, 0.65125), abs=1e-5)
+    assert model.grid_for("hcp").nominal_edges == pytest.approx((0.8025, 0.92665, 1.3025), abs=1e-5)
     assert model.grid_for("diamond").species == ("C",) and model.grid_for(None) is grid
 
     structures = [crystal(p, training_supercell(p, m)) for p in phases for m in (1, 2)]
@@ -162,9 +162,9 @@ def test_classes_on_their_own_voxels_train_and_generate_in_their_own_units():
     for _ in range(12):
         x, cond = data.batch(8, rng)
         assert x.shape[0] == data.batch_size_for(tuple(x.shape[2:]), 8)  # equal voxels per batch
-        if x.shape[2] == 8:  # atoms in the 1x cells of bcc, hcp, diamond: 16, 32, 8
+        if x.shape[2] == 8:  # atoms in the 1x cells of bcc, hcp (four layers), diamond: 16, 64, 8
             counts = x[:, 0].sum(dim=(1, 2, 3)).tolist()
-            assert counts == [(16, 32, 8)[label] for label in cond["label"].tolist()]
+            assert counts == [(16, 64, 8)[label] for label in cond["label"].tolist()]
 
     # generation lays the requested cell on the class's voxels and decodes with its element
     request = GenerationRequest(tuple(crystal("hcp", (4, 2, 2)).cell.lengths()), steps=2, label="hcp")
@@ -182,7 +182,7 @@ def test_anisotropic_voxels_round_trip_exactly():
 
     atoms = crystal("hcp", (2, 1, 1), translation=(0.3, 0.2, 0.1))
     grid = VoxelGrid(("Mg",), phase_voxel_size("hcp"))
-    assert grid.layout(atoms.cell.lengths()).shape == (8, 6, 8)
+    assert grid.layout(atoms.cell.lengths()).shape == (8, 6, 4)
     decoded = grid.decode(grid.encode([atoms]), atoms.cell.lengths())[0]
     assert len(decoded) == len(atoms)
     distances = decoded.positions[:, None] - atoms.positions[None]
