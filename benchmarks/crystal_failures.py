@@ -7,7 +7,9 @@ Generates ``--samples`` cells of ``phase`` in one batch (seed ``--seed``, the sa
 its atom count against the ideal; the spglib space group at symprec 0.05-0.4 A (a group that becomes the phase's at
 a looser tolerance means slightly misplaced atoms, not a defect); the fraction of atoms of the phase's structure
 type (stacking errors and domain walls lower it); and the closest pair of atoms against the bulk
-nearest-neighbour distance (an atom doubled across neighbouring voxels shows as a pair well under it).
+nearest-neighbour distance (an atom doubled across neighbouring voxels shows as a pair well under it); and the
+decoded occupancies of the atoms in such pairs (closer than 0.75 of that distance) against the lowest of the rest
+(a site whose occupancy the model split over two voxels shows as two halves just over the 0.5 threshold).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 from ase.neighborlist import neighbor_list
 
+from gcd_core.data.crystals import conventional_cell
 from gcd_core.generate import GenerationRequest, generate
 from gcd_core.model import GCDModel
 from gcd_core.physics import judge_phase
@@ -53,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     seconds = (time.perf_counter() - began) / args.samples
     print(f"{args.phase} {args.size}x, DDPM {args.steps} x resample {args.resample}, cfg {args.guidance_scale:g}, "
           f"seed {args.seed}: {seconds:.2f} s per sample (one thread)")
+    bulk_distance = float(neighbor_list("d", conventional_cell(args.phase), 4.0).min())
     print(f"{'sample':>6} {'atoms':>9} {'groups at symprec ' + ' / '.join(f'{s:g}' for s in SYMPRECS):>40} "
-          f"{'phase type':>10} {'closest pair (A)':>16}")
+          f"{'phase type':>10} {'closest pair (A)':>16} {'occupancy: paired / rest':>25}")
     perfect, count_errors = 0, []
     for index, atoms in enumerate(structures):
         verdict = judge_phase(atoms, args.phase)
@@ -63,12 +67,24 @@ def main(argv: list[str] | None = None) -> int:
             perfect += 1
             continue
         groups = " / ".join(str(space_group(atoms, s)[0]) for s in SYMPRECS)
-        distances = neighbor_list("d", atoms, 4.0)
+        first, distances = neighbor_list("id", atoms, 4.0)
         closest = float(distances.min()) if len(distances) else float("nan")
+        occupancies = _occupancies(atoms, first, distances, bulk_distance)
         print(f"{index:6d} {len(atoms):4d} / {round(verdict.ideal_atoms):<4d} {groups:>40} "
-              f"{verdict.target_fraction:10.2f} {closest:16.2f}")
+              f"{verdict.target_fraction:10.2f} {closest:16.2f} {occupancies:>25}")
     print(f"perfect {perfect}/{args.samples}; mean abs. count error {np.mean(count_errors):.2f}")
     return 0
+
+
+def _occupancies(atoms, first: np.ndarray, distances: np.ndarray, bulk_distance: float) -> str:
+    """'lo-hi / min': decoded occupancies of atoms in too-close pairs, and the lowest of the other atoms."""
+    occupancy = atoms.arrays["occupancy"]
+    paired = np.zeros(len(atoms), dtype=bool)
+    paired[first[distances < 0.75 * bulk_distance]] = True
+    rest = f"{occupancy[~paired].min():.2f}" if (~paired).any() else "-"
+    if not paired.any():
+        return f"- / {rest}"
+    return f"{occupancy[paired].min():.2f}-{occupancy[paired].max():.2f} / {rest}"
 
 
 if __name__ == "__main__":
