@@ -81,10 +81,10 @@ def ideal_atom_count(
 # one voxel edge apart on every axis, the collision limit), so its training cell is one conventional cell.
 # HCP's a x sqrt(3) a x c cell gets 4 x 6 x 4 voxels (0.80 x 0.93 x 1.30 A): its B layer sits at y = 1/3 and
 # 5/6, so y needs a multiple of 6 voxels for every atom to sit at the same place inside its voxel (with 8, the
-# B layer sat a third of a voxel off and the model placed it badly). Along c, 4 voxels (not 8) keep the two
-# layers two voxels apart, so an atom cannot be doubled across neighbouring 0.65 A voxels, and let the 8-voxel
-# training grid hold four layers (A B A B) instead of two, whose periodic stacking is HCP whatever the model
-# does. Grids must be multiples of the network's stride (8): the training supercell is 2 x 4 x 2 (8 x 24 x 8).
+# B layer sat a third of a voxel off and the model placed it badly). Along c, 4 voxels (not 8) let the 8-voxel
+# training grid hold four layers (A B A B) instead of two: two periodic layers are always A B, so that 1x cell
+# never showed a stacking error (benchmarks/results/crystal_hcp_voxels_cpu.md). Grids must be multiples of the
+# network's stride (8): the training supercell is 2 x 4 x 2 (8 x 24 x 8).
 VOXELS_PER_CELL: dict[str, tuple[int, int, int]] = {
     "sc": (4, 4, 4),
     "bcc": (4, 4, 4),
