@@ -10,6 +10,9 @@ type (stacking errors and domain walls lower it); and the closest pair of atoms 
 nearest-neighbour distance (an atom doubled across neighbouring voxels shows as a pair well under it); and the
 decoded occupancies of the atoms in such pairs (closer than 0.75 of that distance) against the lowest of the rest
 (a site whose occupancy the model split over two voxels shows as two halves just over the 0.5 threshold).
+Last, over all samples, where the lattice sits inside its voxels: every atom of an ideal crystal shares one offset
+from its voxel's centre, and the training cells are translated at random, so each axis's |offset| averages 0.25
+voxel there; near 0.5 a site lies on a voxel face, between two voxels.
 """
 
 from __future__ import annotations
@@ -59,9 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     bulk_distance = float(neighbor_list("d", conventional_cell(args.phase), 4.0).min())
     print(f"{'sample':>6} {'atoms':>9} {'groups at symprec ' + ' / '.join(f'{s:g}' for s in SYMPRECS):>40} "
           f"{'phase type':>10} {'closest pair (A)':>16} {'occupancy: paired / rest':>25}")
-    perfect, count_errors = 0, []
+    perfect, count_errors, offsets = 0, [], []
     for index, atoms in enumerate(structures):
         verdict = judge_phase(atoms, args.phase)
+        offsets.append(_lattice_offset(atoms, model.grid_for(args.phase).nominal_edges))
         count_errors.append(abs(len(atoms) - round(verdict.ideal_atoms)))
         if verdict.perfect:
             perfect += 1
@@ -73,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{index:6d} {len(atoms):4d} / {round(verdict.ideal_atoms):<4d} {groups:>40} "
               f"{verdict.target_fraction:10.2f} {closest:16.2f} {occupancies:>25}")
     print(f"perfect {perfect}/{args.samples}; mean abs. count error {np.mean(count_errors):.2f}")
+    located = [o for o in offsets if o is not None]
+    mean_offset = " / ".join(f"{v:.2f}" for v in np.abs(located).mean(axis=0)) if located else "-"
+    print(f"lattice offset from the voxel centre, mean |x| / |y| / |z| (voxels) over the {len(located)} samples "
+          f"with an atom of occupancy > 0.9: {mean_offset}")
     return 0
 
 
@@ -85,6 +93,16 @@ def _occupancies(atoms, first: np.ndarray, distances: np.ndarray, bulk_distance:
     if not paired.any():
         return f"- / {rest}"
     return f"{occupancy[paired].min():.2f}-{occupancy[paired].max():.2f} / {rest}"
+
+
+def _lattice_offset(atoms, voxel_edges) -> np.ndarray | None:
+    """The offset (voxels, per axis, in [-0.5, 0.5)) of the sure atoms (occupancy > 0.9) from their voxels'
+    centres: a circular mean, since offsets of -0.5 and 0.5 are the same place."""
+    sure = atoms.arrays["occupancy"] > 0.9
+    if not sure.any():
+        return None
+    phase = 2 * np.pi * (atoms.positions[sure] / np.asarray(voxel_edges))
+    return (np.angle(np.exp(1j * phase).mean(axis=0)) / (2 * np.pi)) % 1.0 - 0.5  # voxel centres at 0.5
 
 
 if __name__ == "__main__":
