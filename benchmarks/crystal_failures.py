@@ -60,12 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.phase} {args.size}x, DDPM {args.steps} x resample {args.resample}, cfg {args.guidance_scale:g}, "
           f"seed {args.seed}: {seconds:.2f} s per sample (one thread)")
     bulk_distance = float(neighbor_list("d", conventional_cell(args.phase), 4.0).min())
+    voxel_edges = model.grid_for(args.phase).nominal_edges
     print(f"{'sample':>6} {'atoms':>9} {'groups at symprec ' + ' / '.join(f'{s:g}' for s in SYMPRECS):>40} "
           f"{'phase type':>10} {'closest pair (A)':>16} {'occupancy: paired / rest':>25}")
     perfect, count_errors, offsets = 0, [], []
     for index, atoms in enumerate(structures):
         verdict = judge_phase(atoms, args.phase)
-        offsets.append(_lattice_offset(atoms, model.grid_for(args.phase).nominal_edges))
+        offsets.append(_lattice_offset(atoms, voxel_edges))
         count_errors.append(abs(len(atoms) - round(verdict.ideal_atoms)))
         if verdict.perfect:
             perfect += 1

@@ -196,8 +196,8 @@ def train(
                 conditioning,
                 config.drop_probability if conditioning else 0.0,
                 t_min=config.time_range[0],
-                generator=noise_rng,
                 t_max=config.time_range[1],
+                generator=noise_rng,
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
