@@ -214,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="width multiplier per level; grids must be multiples of 2^(levels-1) voxels",
     )
     net.add_argument("--num-res-blocks", type=_positive_int, default=1, metavar="N", help="per level")
+    net.add_argument(
+        "--self-condition",
+        action="store_true",
+        help="the network also reads its previous clean-grid estimate (Chen et al., Analog Bits); with "
+        "--init-from a model without it, the new input starts at zero weight",
+    )
     net.add_argument("--schedule", choices=sorted(SCHEDULES), default="cosine", help="noise schedule")
     net.add_argument("--prediction", choices=PREDICTIONS, default="x0", help="what the network predicts")
 
@@ -693,13 +699,15 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         num_classes=len(conditioning.labels),
         vector_dim=conditioning.vector_dim,
         num_scalars=len(conditioning.scalars),
+        self_condition=args.self_condition,
     )
     model = GCDModel(net, grid, schedule_from_config(args.schedule), args.prediction, conditioning)
     if args.init_from is not None:
         start = GCDModel.load(args.init_from, device="cpu")
-        if start.net.config != net.config:
-            raise GCDError(f"--init-from {args.init_from}: its network {start.net.config} differs from {net.config}")
-        net.load_state_dict(start.net.state_dict())
+        try:
+            net.load_weights_from(start.net)
+        except GCDError as error:
+            raise GCDError(f"--init-from {args.init_from}: {error}") from None
         data["init_from"] = str(args.init_from)
     dataset = VoxelDataset(
         structures, grid, labels=labels, vectors=vectors, stride=net.stride, structure_grids=structure_grids,

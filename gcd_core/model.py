@@ -176,7 +176,9 @@ class GCDModel:
         return tuple(float(v) for v in cells[0]) if cells else None  # type: ignore[return-value]
 
     def denoiser(self, conditioning: dict[str, torch.Tensor] | None = None, **kwargs: Any) -> Denoiser:
-        return Denoiser(self.net, self.schedule, self.prediction, conditioning, **kwargs)
+        return Denoiser(
+            self.net, self.schedule, self.prediction, conditioning, self_condition=self.net.self_condition, **kwargs
+        )
 
     # ----------------------------------------------------------------------------------------------- files
     def checkpoint_dict(self, ema_state: dict | None = None, **extra: Any) -> dict:

@@ -159,6 +159,27 @@ def test_train_refuses_density_balancing_outside_carbon(tmp_path: Path, capsys: 
     assert "--time-range 0.7 0.2: needs 0 <= LO < HI <= 1" in _error(capsys, argv)
 
 
+def test_train_self_conditioned_from_a_plain_model_then_generate_reproducibly(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "self_conditioned"
+    argv = ["train", str(out), *TINY, "--steps", "3", "--self-condition", "--init-from", str(trained / "model.pt")]
+    assert main(argv) == 0
+    grown = read_checkpoint(out / "model.pt")
+    assert grown["config"]["net"]["self_condition"] is True
+    assert grown["metadata"]["data"]["init_from"] == str(trained / "model.pt")
+    samples = []
+    for run in ("a", "b"):
+        target = tmp_path / f"{run}.extxyz"
+        gen = ["generate", str(out / "model.pt"), "--out", str(target), "--cell", *map(str, CELL), *GEN, "--one-file"]
+        assert main([*gen, "--seed", "5"]) == 0
+        samples.append(ase.io.read(target, index=":"))
+    assert [a.positions.tolist() for a in samples[0]] == [a.positions.tolist() for a in samples[1]]
+    wider = ["train", str(tmp_path / "wide"), *TINY, "--base-channels", "16", "--init-from", str(trained / "model.pt")]
+    line = _error(capsys, [*wider, "--steps", "1"])
+    assert f"--init-from {trained / 'model.pt'}: cannot start a network" in line
+
+
 # ----------------------------------------------------------------------------------------------- inspect
 def test_inspect_text(trained: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["inspect", str(trained / "model.pt")]) == 0

@@ -605,3 +605,60 @@ def test_diffusion_loss_draws_times_from_the_requested_range():
     for bad in ((0.5, 0.5), (0.6, 0.4), (-0.1, 0.5), (0.2, 1.5)):
         with pytest.raises(GCDError, match="training times"):
             diffusion_loss(net, x0, torch.ones_like(x0), CosineSchedule(), "x0", t_min=bad[0], t_max=bad[1])
+
+
+class _EstimateNet:
+    """Records the grid and the estimate of each call and returns ``x + 0.1``, so estimates are easy to trace."""
+
+    def __init__(self):
+        self.inputs, self.estimates = [], []
+
+    def __call__(self, x, t, estimate=None, drop=None, label=None):
+        self.inputs.append(x.clone())
+        self.estimates.append(None if estimate is None else estimate.clone())
+        return x + 0.1
+
+
+def test_diffusion_loss_self_conditions_on_its_own_clipped_first_estimate():
+    x0, schedule = _clean(70), CosineSchedule()
+    net = _EstimateNet()
+    diffusion_loss(net, x0, torch.ones_like(x0), schedule, "x0", generator=_gen(3), self_condition_probability=1.0)
+    assert net.estimates[0] is None and len(net.estimates) == 2
+    torch.testing.assert_close(net.inputs[1], net.inputs[0])
+    torch.testing.assert_close(net.estimates[1], (net.inputs[0] + 0.1).clamp(-1, 1))
+    net = _EstimateNet()
+    diffusion_loss(net, x0, torch.ones_like(x0), schedule, "x0", generator=_gen(3), self_condition_probability=1e-9)
+    assert net.estimates == [None], "a batch that skips self-conditioning is scored without an estimate"
+    net = _EstimateNet()
+    for seed in range(40):
+        diffusion_loss(net, x0, torch.ones_like(x0), schedule, generator=_gen(seed), self_condition_probability=0.5)
+    assert 50 < len(net.estimates) < 70  # 40 scored calls plus a first estimate in about half the batches
+
+
+def test_self_conditioned_denoiser_passes_its_last_estimate_and_starts_afresh_on_a_new_run():
+    net = _EstimateNet()
+    denoiser = Denoiser(net, CosineSchedule(), "x0", self_condition=True)
+    x = _noise(71)
+    first = denoiser(x, torch.full((2,), 0.9))
+    second = denoiser(x, torch.full((2,), 0.9))  # a resampled step at the same time keeps the estimate
+    denoiser(x, torch.full((2,), 0.5))
+    denoiser(x, torch.full((2,), 1.0))  # back up to t = 1: a new sampling run
+    denoiser(x[:1], torch.full((1,), 0.8))  # another grid: a new run too
+    assert net.estimates[0] is None
+    torch.testing.assert_close(net.estimates[1], first)
+    torch.testing.assert_close(net.estimates[2], second)
+    assert net.estimates[3] is None and net.estimates[4] is None
+    denoiser.reset()
+    denoiser(x, torch.full((2,), 0.1))
+    assert net.estimates[5] is None
+
+
+def test_self_conditioned_guidance_passes_the_estimate_to_both_branches():
+    net = _EstimateNet()
+    labels = torch.tensor([0, 1])
+    denoiser = Denoiser(net, CosineSchedule(), "x0", {"label": labels}, guidance_scale=2.0, self_condition=True)
+    x = _noise(72)
+    first = denoiser(x, torch.full((2,), 0.7))
+    denoiser(x, torch.full((2,), 0.6))
+    assert net.estimates[0] is None
+    torch.testing.assert_close(net.estimates[1], torch.cat([first, first]))

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from gcd_core.errors import GCDError
 from gcd_core.nn.unet import UNet3D
 
 TINY = {"in_channels": 3, "out_channels": 2, "base_channels": 8, "channel_mults": (1, 2, 2)}
@@ -259,3 +260,40 @@ def test_larger_grid_than_trained_runs_after_training_step() -> None:
         for shape in itertools.islice(itertools.permutations((8, 16, 24)), 2):
             out = net(torch.randn(1, 3, *shape), 0.1)
             assert out.shape == (1, 2, *shape)
+
+
+# ------------------------------------------------------------------------------------- self-conditioning
+def test_self_conditioned_net_reads_its_estimate_and_round_trips_its_config() -> None:
+    net = _net(self_condition=True)
+    assert net.config["self_condition"] is True and "self_condition" not in _net().config
+    assert UNet3D(**net.config).conv_in.in_channels == 2 * TINY["in_channels"]
+    x, t = torch.randn(2, 3, 8, 8, 8), torch.rand(2)
+    with torch.no_grad():
+        without = net(x, t)
+        zeros = net(x, t, estimate=torch.zeros_like(x))
+        other = net(x, t, estimate=torch.randn_like(x))
+    torch.testing.assert_close(without, zeros)  # no estimate yet reads as zeros
+    assert not torch.allclose(without, other)
+
+
+def test_self_conditioned_net_started_from_a_plain_one_computes_the_same_until_trained() -> None:
+    plain = _net(seed=3)
+    grown = _net(seed=4, self_condition=True)
+    grown.load_weights_from(plain)
+    x, t = torch.randn(2, 3, 8, 8, 8), torch.rand(2)
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x, t, estimate=torch.randn_like(x)), plain(x, t))
+    torch.testing.assert_close(grown.conv_in.weight[:, :3], plain.conv_in.weight)
+    assert not grown.conv_in.weight[:, 3:].any()
+
+
+def test_self_condition_errors() -> None:
+    x, t = torch.randn(1, 3, 8, 8, 8), torch.rand(1)
+    with pytest.raises(GCDError, match="without self_condition"):
+        _net()(x, t, estimate=torch.zeros_like(x))
+    with pytest.raises(GCDError, match="estimate has shape"):
+        _net(self_condition=True)(x, t, estimate=torch.zeros(1, 3, 8, 8, 4))
+    with pytest.raises(GCDError, match="cannot start a network"):
+        _net().load_weights_from(_net(self_condition=True))  # the estimate's weights would be lost
+    with pytest.raises(GCDError, match="cannot start a network"):
+        _net(self_condition=True).load_weights_from(_net(base_channels=16))

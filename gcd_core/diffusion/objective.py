@@ -60,12 +60,18 @@ def diffusion_loss(
     t_min: float = 1e-3,
     generator: torch.Generator | None = None,
     t_max: float = 1.0,
+    self_condition_probability: float = 0.0,
 ) -> torch.Tensor:
     """Weighted MSE of the network's prediction at a random time, for a clean model-space batch ``x0``.
 
     ``weights`` (same shape as ``x0``) come from ``VoxelGrid.loss_weights``. Conditioning is dropped per sample
     with ``drop_probability`` so one network learns the conditional and the unconditional score
     (classifier-free guidance). Times are uniform in ``[t_min, t_max]``.
+
+    With ``self_condition_probability`` p > 0 the net takes an ``estimate`` (see ``UNet3D``): for a fraction p of
+    batches it first predicts without one, and that clean-grid estimate, clipped as a sampler clips it and
+    without gradient, is passed in for the prediction that is scored; other batches pass none, as the first
+    sampling step does.
     """
     if not 0 <= t_min < t_max <= 1:
         raise GCDError(f"training times need 0 <= t_min < t_max <= 1, got [{t_min}, {t_max}]")
@@ -77,7 +83,15 @@ def diffusion_loss(
     kwargs = dict(conditioning or {})
     if kwargs and drop_probability > 0:
         kwargs["drop"] = torch.rand(batch, device=device, generator=generator) < drop_probability
-    output = net(x_t, t.to(x0.dtype), **kwargs)
+    t_net = t.to(x0.dtype)
+    if self_condition_probability > 0:
+        estimate = None
+        if torch.rand((), device=device, generator=generator) < self_condition_probability:
+            with torch.no_grad():
+                first = net(x_t, t_net, estimate=None, **kwargs)
+                estimate = x0_from_output(first.float(), x_t, t, schedule, prediction).clamp(-1, 1).to(x0.dtype)
+        kwargs["estimate"] = estimate
+    output = net(x_t, t_net, **kwargs)
     target = training_target(x0, noise, t, schedule, prediction)
     squared = (output.float() - target.float()) ** 2 * weights
     return squared.sum() / weights.sum().clamp_min(1e-8)

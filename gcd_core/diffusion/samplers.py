@@ -59,6 +59,10 @@ class Denoiser:
     ``guidance_scale`` w mixes the conditional and unconditional outputs as ``u + w (c - u)``: 1 is plain
     conditional sampling, 0 unconditional, >1 sharpens the condition. ``gradient_guidance(x0_hat) -> loss[B]``
     (optional) pushes the estimate downhill on a differentiable loss, scaled by ``gradient_scale``.
+
+    ``self_condition``: the net takes its previous estimate (``UNet3D(self_condition=True)``); the denoiser
+    keeps the clean grid it returned last and passes it in. A call at a later time than the last one, or on a
+    grid of another shape, is a new sampling run and starts without one (as does ``reset()``).
     """
 
     def __init__(
@@ -71,6 +75,7 @@ class Denoiser:
         gradient_guidance: Callable[[torch.Tensor], torch.Tensor] | None = None,
         gradient_scale: float = 0.0,
         clip: bool = True,
+        self_condition: bool = False,
     ) -> None:
         self.net = net
         self.schedule = schedule
@@ -80,23 +85,44 @@ class Denoiser:
         self.gradient_guidance = gradient_guidance
         self.gradient_scale = float(gradient_scale)
         self.clip = clip
+        self.self_condition = self_condition
+        self._estimate: torch.Tensor | None = None
+        self._last_time = float("inf")
+
+    def reset(self) -> None:
+        """Forget the last estimate (self-conditioning): the next call starts a new sampling run."""
+        self._estimate, self._last_time = None, float("inf")
 
     def _output(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         w = self.guidance_scale
+        extra = {"estimate": self._estimate} if self.self_condition else {}
         if not self.conditioning or w == 1.0:
-            return self.net(x_t, t, **self.conditioning)
+            return self.net(x_t, t, **self.conditioning, **extra)
         batch = x_t.shape[0]
         if w == 0.0:
             drop = torch.ones(batch, dtype=torch.bool, device=x_t.device)
-            return self.net(x_t, t, drop=drop, **self.conditioning)
+            return self.net(x_t, t, drop=drop, **self.conditioning, **extra)
         # one network call on a doubled batch: conditional rows first, then unconditional
         cond = {k: torch.cat([v, v]) for k, v in self.conditioning.items()}
+        if self._estimate is not None:
+            extra = {"estimate": torch.cat([self._estimate, self._estimate])}
         drop = torch.cat([torch.zeros(batch, dtype=torch.bool), torch.ones(batch, dtype=torch.bool)])
-        out = self.net(torch.cat([x_t, x_t]), torch.cat([t, t]), drop=drop.to(x_t.device), **cond)
+        out = self.net(torch.cat([x_t, x_t]), torch.cat([t, t]), drop=drop.to(x_t.device), **cond, **extra)
         conditional, unconditional = out[:batch], out[batch:]
         return unconditional + w * (conditional - unconditional)
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.self_condition:
+            time = float(t.max())
+            if time > self._last_time or (self._estimate is not None and self._estimate.shape != x_t.shape):
+                self.reset()
+            self._last_time = time
+        x0 = self._denoise(x_t, t)
+        if self.self_condition:
+            self._estimate = x0.detach()
+        return x0
+
+    def _denoise(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.gradient_guidance is None or self.gradient_scale == 0:
             with torch.no_grad():
                 x0 = x0_from_output(self._output(x_t, t), x_t, t, self.schedule, self.prediction)

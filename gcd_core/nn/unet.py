@@ -107,6 +107,10 @@ class UNet3D(nn.Module):
 
     Every parameter gets a gradient whenever all conditioning kinds the net has are passed (with or
     without ``drop``); a kind passed as ``None`` leaves its MLP unused, which DDP must be told about.
+
+    ``self_condition`` (Chen et al., *Analog Bits*) adds ``in_channels`` more input channels that carry the
+    net's own previous clean-grid estimate (zeros when there is none), so that each sampling step refines the
+    last one's decisions (which of two voxels holds an atom, where the lattice sits) instead of making them anew.
     """
 
     def __init__(
@@ -121,6 +125,7 @@ class UNet3D(nn.Module):
         num_scalars: int = 0,
         dropout: float = 0.0,
         groups: int = 8,
+        self_condition: bool = False,
     ):
         super().__init__()
         mults = [int(m) for m in channel_mults]
@@ -155,6 +160,9 @@ class UNet3D(nn.Module):
             "dropout": float(dropout),
             "groups": int(groups),
         }
+        if self_condition:  # only when set, so configs saved before the option existed compare equal
+            self._config["self_condition"] = True
+        self.self_condition = bool(self_condition)
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.num_classes = int(num_classes)
@@ -183,7 +191,7 @@ class UNet3D(nn.Module):
             return _ResBlock(cin, cout, emb_dim, int(groups), float(dropout))
 
         # Encoder (DDPM layout): every block and downsample output is kept as a skip connection.
-        self.conv_in = _conv3(self.in_channels, base)
+        self.conv_in = _conv3(self.in_channels * (2 if self.self_condition else 1), base)
         self.down = nn.ModuleList()
         skip_channels = [base]
         ch = base
@@ -215,6 +223,19 @@ class UNet3D(nn.Module):
     def config(self) -> dict[str, Any]:
         """Constructor kwargs as plain JSON values; ``UNet3D(**net.config)`` rebuilds the architecture."""
         return {k: (list(v) if isinstance(v, list) else v) for k, v in self._config.items()}
+
+    def load_weights_from(self, other: UNet3D) -> None:
+        """Copy ``other``'s weights; a net built as ``other`` plus ``self_condition`` gets zero weights on its
+        estimate channels, so it starts out computing exactly what ``other`` does."""
+        mine = {k: v for k, v in self.config.items() if k != "self_condition"}
+        theirs = {k: v for k, v in other.config.items() if k != "self_condition"}
+        if mine != theirs or (other.self_condition and not self.self_condition):
+            raise GCDError(f"cannot start a network {self.config} from the weights of {other.config}")
+        state = other.state_dict()
+        if self.self_condition and not other.self_condition:
+            weight = state["conv_in.weight"]
+            state["conv_in.weight"] = torch.cat([weight, torch.zeros_like(weight)], dim=1)
+        self.load_state_dict(state)
 
     @property
     def stride(self) -> int:
@@ -327,16 +348,26 @@ class UNet3D(nn.Module):
         vector: torch.Tensor | None = None,
         scalars: torch.Tensor | None = None,
         drop: torch.Tensor | None = None,
+        estimate: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Denoise ``x`` at diffusion time ``t``; returns ``[B, out_channels, X, Y, Z]``.
 
         ``t``: float, 0-dim or ``[B]`` tensor in [0, 1]. ``label``: long ``[B]`` in [0, num_classes).
         ``vector``: ``[B, vector_dim]``. ``scalars``: ``[B, num_scalars]``. ``drop``: bool ``[B]``; True
         rows use the null embedding for every conditioning kind; a kind given as ``None`` is null for all
-        rows.
+        rows. ``estimate``: the previous clean-grid estimate, shaped like ``x``, for a self-conditioned net
+        (``None``: no estimate yet, read as zeros); a net without self-conditioning refuses one.
         """
         self._check_input(x)
         emb = self._embed(t, x.shape[0], x.device, label, vector, scalars, drop)
+        if self.self_condition:
+            if estimate is None:
+                estimate = torch.zeros_like(x)
+            elif estimate.shape != x.shape:
+                raise GCDError(f"the estimate has shape {tuple(estimate.shape)}, x has {tuple(x.shape)}")
+            x = torch.cat([x, estimate.to(x.dtype)], dim=1)
+        elif estimate is not None:
+            raise GCDError("this network was built without self_condition; it takes no estimate")
 
         h = self.conv_in(x)
         skips = [h]

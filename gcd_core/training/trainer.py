@@ -55,6 +55,9 @@ class TrainConfig:
     # rest of the budget allows at the recent step time, so the cosine learning rate decays to its end
     # rather than being cut off mid-way
     fit_steps_to_budget: bool = False
+    # for a self-conditioned net: the fraction of batches that pass the net its own first estimate (Chen et al.
+    # use one half)
+    self_condition_probability: float = 0.5
 
     def lr_at(self, step: int) -> float:
         if step < self.warmup_steps:
@@ -198,6 +201,7 @@ def train(
                 t_min=config.time_range[0],
                 t_max=config.time_range[1],
                 generator=noise_rng,
+                self_condition_probability=config.self_condition_probability if net.self_condition else 0.0,
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
