@@ -13,6 +13,9 @@ decoded occupancies of the atoms in such pairs (closer than 0.75 of that distanc
 Last, over all samples, where the lattice sits inside its voxels: every atom of an ideal crystal shares one offset
 from its voxel's centre, and the training cells are translated at random, so each axis's |offset| averages 0.25
 voxel there; near 0.5 a site lies on a voxel face, between two voxels.
+
+``--without-estimate`` samples a self-conditioned model (``gcd train --self-condition``) with its previous-estimate
+input held at zero, as in the half of its training batches that have none: what reading its own estimate adds.
 """
 
 from __future__ import annotations
@@ -45,11 +48,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resample", type=int, default=2)
     parser.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance on the phase")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--without-estimate",
+        action="store_true",
+        help="a self-conditioned model sampled without its previous estimate (zeros at every step): an ablation",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     warnings.simplefilter("ignore", GridStretchWarning)
 
     model = GCDModel.load(args.checkpoint)
+    if args.without_estimate:
+        if not model.net.self_condition:
+            parser.error(f"{args.checkpoint} is not self-conditioned; --without-estimate changes nothing")
+        plain_denoiser = model.denoiser
+        model.denoiser = lambda conditioning=None, **kwargs: plain_denoiser(  # type: ignore[method-assign]
+            conditioning, **{**kwargs, "self_condition": False}
+        )
     cell = tuple(edge * args.size for edge in model.training_cell(args.phase))
     request = GenerationRequest(cell, num_samples=args.samples, steps=args.steps, sampler="ddpm",
                                 resample=args.resample, seed=args.seed, label=args.phase,
@@ -57,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     structures = generate(model, request)
     seconds = (time.perf_counter() - began) / args.samples
+    estimate = ", without its estimate" if args.without_estimate else ""
     print(f"{args.phase} {args.size}x, DDPM {args.steps} x resample {args.resample}, cfg {args.guidance_scale:g}, "
-          f"seed {args.seed}: {seconds:.2f} s per sample (one thread)")
+          f"seed {args.seed}{estimate}: {seconds:.2f} s per sample (one thread)")
     bulk_distance = float(neighbor_list("d", conventional_cell(args.phase), 4.0).min())
     voxel_edges = model.grid_for(args.phase).nominal_edges
     print(f"{'sample':>6} {'atoms':>9} {'groups at symprec ' + ' / '.join(f'{s:g}' for s in SYMPRECS):>40} "

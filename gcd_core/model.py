@@ -176,9 +176,10 @@ class GCDModel:
         return tuple(float(v) for v in cells[0]) if cells else None  # type: ignore[return-value]
 
     def denoiser(self, conditioning: dict[str, torch.Tensor] | None = None, **kwargs: Any) -> Denoiser:
-        return Denoiser(
-            self.net, self.schedule, self.prediction, conditioning, self_condition=self.net.self_condition, **kwargs
-        )
+        """A denoiser for this network (``kwargs`` as in :class:`Denoiser`; a self-conditioned network is
+        sampled with its estimate unless ``self_condition=False`` is passed)."""
+        kwargs.setdefault("self_condition", self.net.self_condition)
+        return Denoiser(self.net, self.schedule, self.prediction, conditioning, **kwargs)
 
     # ----------------------------------------------------------------------------------------------- files
     def checkpoint_dict(self, ema_state: dict | None = None, **extra: Any) -> dict:
