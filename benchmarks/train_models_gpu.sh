@@ -4,8 +4,8 @@
 # Crystals: HCP on its 4 x 6 x 4 voxels, every phase drawn equally (CPU fine-tunes that weighted HCP cost the
 # other phases samples: benchmarks/results/crystal_hcp_voxels_cpu.md). Carbon: every density bin drawn equally
 # (the data hold five 1.5 g/cm3 cells per 3.5 one: benchmarks/results/carbon_restoration_cpu.md).
-# The crystal network is self-conditioned: it reads its previous estimate, which took a CPU fine-tune from 39/50 to
-# 49/50 perfect HCP cells at 1x (benchmarks/results/crystal_self_conditioning_cpu.md).
+# The crystal network is self-conditioned: reading its previous estimate took one CPU fine-tune's weights from 39/50
+# to 49/50 perfect HCP cells at 1x (benchmarks/results/crystal_self_conditioning_cpu.md).
 #   bash benchmarks/train_models_gpu.sh OUT_DIR BUDGET_SECONDS A_C_DATA_ROOT
 set -u
 out=$1
