@@ -254,6 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra loss weight on occupied voxels",
     )
     opt.add_argument(
+        "--split-sites",
+        type=_fraction,
+        default=defaults.split_sites,
+        metavar="P",
+        help="share of structures trained from an input with doubled sites (an atom split over two voxels, at "
+        f"noise times up to {defaults.split_sites_below}) back to the clean grid, so the net learns to undo them; "
+        "sharp encoding, x0 prediction",
+    )
+    opt.add_argument(
         "--drop-probability",
         type=_fraction,
         default=defaults.drop_probability,
@@ -724,6 +733,7 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         grad_clip=args.grad_clip,
         occupied_weight=args.occupied_weight,
         drop_probability=args.drop_probability,
+        split_sites=args.split_sites,
         time_range=_time_range(args.time_range),
         fit_steps_to_budget=args.fit_steps_to_budget,
         checkpoint_every=args.checkpoint_every,

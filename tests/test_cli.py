@@ -180,6 +180,18 @@ def test_train_self_conditioned_from_a_plain_model_then_generate_reproducibly(
     assert f"--init-from {trained / 'model.pt'}: cannot start a network" in line
 
 
+def test_train_with_split_sites_records_it_and_refuses_the_smooth_encoding(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "split"
+    assert main(["train", str(out), *TINY, "--steps", "2", "--split-sites", "0.5"]) == 0
+    saved = read_checkpoint(out / "checkpoint.pt")
+    assert saved["train"]["split_sites"] == 0.5 and saved["train"]["split_sites_below"] == 0.5
+    assert "--split-sites 0.5" in read_checkpoint(out / "model.pt")["metadata"]["command"]
+    argv = ["train", str(tmp_path / "smooth"), *TINY, "--steps", "1", "--split-sites", "0.5", "--encoding", "smooth"]
+    assert "split_sites needs the sharp encoding and x0 prediction" in _error(capsys, argv)
+
+
 # ----------------------------------------------------------------------------------------------- inspect
 def test_inspect_text(trained: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["inspect", str(trained / "model.pt")]) == 0

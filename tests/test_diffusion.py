@@ -662,3 +662,29 @@ def test_self_conditioned_guidance_passes_the_estimate_to_both_branches():
     denoiser(x, torch.full((2,), 0.6))
     assert net.estimates[0] is None
     torch.testing.assert_close(net.estimates[1], torch.cat([first, first]))
+
+
+def test_diffusion_loss_noises_the_corrupted_input_but_scores_against_the_clean_grid():
+    """A net that returns its input, at times ~0: scored 0 on clean inputs, the corruption's square when the
+    input is corrupted; samples above ``corrupt_below`` see the clean grid."""
+    x0, schedule = _clean(15), CosineSchedule()
+    seen = []
+
+    def identity(x_t, t):
+        seen.append(x_t.clone())
+        return x_t
+
+    def shift(x, generator):
+        return x + 0.5
+
+    kwargs = {"t_min": 0.0, "t_max": 1e-7, "generator": _gen(1)}
+    clean = diffusion_loss(identity, x0, torch.ones_like(x0), schedule, "x0", **kwargs)
+    corrupted = diffusion_loss(identity, x0, torch.ones_like(x0), schedule, "x0", corrupt=shift, **kwargs)
+    assert float(clean) < 1e-6
+    assert abs(float(corrupted) - 0.25) < 1e-4
+    torch.testing.assert_close(seen[-1], x0 + 0.5, atol=1e-3, rtol=0)
+    skipped = diffusion_loss(identity, x0, torch.ones_like(x0), schedule, "x0", corrupt=shift, corrupt_below=0.0,
+                             t_min=1e-8, t_max=1e-7, generator=_gen(1))
+    assert float(skipped) < 1e-6
+    with pytest.raises(GCDError, match="x0 prediction"):
+        diffusion_loss(identity, x0, torch.ones_like(x0), schedule, "eps", corrupt=shift)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from ase import Atoms
 from ase.build import bulk
+from ase.geometry import get_distances
 
 from gcd_core.data.crystals import crystal
 from gcd_core.errors import GCDError, VoxelCollisionError
@@ -24,6 +25,7 @@ from gcd_core.representation import (
     grid_symmetries,
     largest_safe_voxel_size,
     merge_close_atoms,
+    split_sites,
     translate_atoms,
     translate_grid,
 )
@@ -723,3 +725,80 @@ def test_config_round_trip_and_channels():
     weights = sharp.loss_weights(x, occupied_weight=4.0)
     assert torch.allclose(weights[:, :2], 1 + 4 * x[:, :2])
     assert torch.allclose(weights[:, 5:8], 5 * x[:, 1:2].expand(-1, 3, -1, -1, -1))
+
+
+# ------------------------------------------------------------------------------------------ split sites
+def _split_pairs(clean: torch.Tensor, split: torch.Tensor) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """(atom voxel, ghost voxel) index pairs of a split grid (one species), read off what changed."""
+    occupied = clean[0, 0] > 0.5
+    ghosts = ((split[0, 0] > 0) & ~occupied).nonzero().tolist()
+    shape = clean.shape[2:]
+    pairs = []
+    for ghost in ghosts:
+        neighbours = [
+            tuple((g + d * (axis == k)) % n for k, (g, n) in enumerate(zip(ghost, shape, strict=True)))
+            for axis in range(3)
+            for d in (-1, 1)
+        ]
+        sources = [v for v in neighbours if occupied[v]]
+        assert len(sources) >= 1, f"ghost {ghost} has no atom beside it"
+        pairs.append((sources[0], tuple(ghost)))
+    return pairs
+
+
+@pytest.mark.parametrize(("shift", "axis", "face"), [((0.76, 0.4, 0.3), 0, 0.0), ((0.4, 0.3, 0.05), 2, 1.0)])
+def test_split_sites_doubles_atoms_across_their_nearest_face(shift, axis, face):
+    """Atoms near the +x face get a ghost in the +x neighbour with its x offset on the shared face; near -z, in
+    the -z neighbour at z offset 1. The rest of the grid is untouched; decoded, every extra atom sits within a
+    voxel of a real one, and the real atoms stay."""
+    voxels = VoxelGrid(("Po",), 0.8375)
+    atoms = crystal("sc", 2, translation=np.array(shift) * 0.8375)
+    clean = voxels.encode([atoms])
+    total = 0
+    for seed in range(6):
+        split = split_sites(clean, voxels, torch.Generator().manual_seed(seed), structure_probability=1.0)
+        pairs = _split_pairs(clean, split)
+        total += len(pairs)
+        changed = (split != clean).any(1)[0]
+        assert int(changed.sum()) == 2 * len(pairs)
+        for source, ghost in pairs:
+            delta = [(g - s + 1) % n - 1 for g, s, n in zip(ghost, source, clean.shape[2:], strict=True)]
+            expected = [0, 0, 0]
+            expected[axis] = 1 if face == 0.0 else -1
+            assert delta == expected
+            ghost_offset = split[0, 1:4][(slice(None), *ghost)]
+            source_offset = clean[0, 1:4][(slice(None), *source)]
+            assert float(ghost_offset[axis]) == face
+            others = [k for k in range(3) if k != axis]
+            torch.testing.assert_close(ghost_offset[others], source_offset[others])
+            assert 0.3 <= float(split[0, 0][ghost]) <= 1.0
+            assert 0.5 <= float(split[0, 0][source]) <= 1.0
+        decoded = voxels.decode(split, atoms.cell.lengths())[0]
+        assert len(decoded) >= len(atoms)
+        _, d = get_distances(decoded.positions, atoms.positions, cell=atoms.cell, pbc=True)
+        assert d.min(axis=1).max() < 0.8375  # every decoded atom, ghosts included, is within a voxel of an atom
+        assert d.min(axis=0).max() < 1e-4  # and every real atom is still decoded where it was
+    assert total > 0, "six seeds at structure probability 1 split no site"
+
+
+def test_split_sites_leaves_occupied_voxels_alone_and_checks_its_input():
+    voxels = VoxelGrid(("W",), 1.0)
+    # two atoms in neighbouring voxels along x, the first near the face they share: no room for its ghost there
+    atoms = Atoms("W2", positions=[[0.95, 4.5, 4.5], [1.6, 4.5, 4.5]], cell=[8, 8, 8], pbc=True)
+    clean = voxels.encode([atoms])
+    first_split = 0
+    for seed in range(10):
+        split = split_sites(clean, voxels, torch.Generator().manual_seed(seed), structure_probability=1.0)
+        # the second atom may be split itself (its occupancy drops to >= 0.5), but never overwritten by a ghost
+        assert float(split[0, 0, 1, 4, 4]) >= 0.5 and torch.equal(split[0, 1:, 1, 4, 4], clean[0, 1:, 1, 4, 4])
+        first_split += float(split[0, 0, 0, 4, 4]) < 1.0
+    assert first_split == 0, "an atom whose ghost has no room is left whole"
+    assert torch.equal(split_sites(clean, voxels, torch.Generator(), structure_probability=0.0), clean)
+    with pytest.raises(GCDError, match="sharp encoding"):
+        split_sites(clean[:, :1], VoxelGrid(("W",), 1.0, encoding="smooth"))
+    with pytest.raises(GCDError, match="expected a grid"):
+        split_sites(clean[0], voxels)
+    with pytest.raises(GCDError, match="structure_probability"):
+        split_sites(clean, voxels, structure_probability=1.5)
+    with pytest.raises(GCDError, match="ghost_occupancy"):
+        split_sites(clean, voxels, ghost_occupancy=(0.8, 0.2))

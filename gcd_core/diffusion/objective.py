@@ -61,6 +61,8 @@ def diffusion_loss(
     generator: torch.Generator | None = None,
     t_max: float = 1.0,
     self_condition_probability: float = 0.0,
+    corrupt: Callable[[torch.Tensor, torch.Generator | None], torch.Tensor] | None = None,
+    corrupt_below: float = 1.0,
 ) -> torch.Tensor:
     """Weighted MSE of the network's prediction at a random time, for a clean model-space batch ``x0``.
 
@@ -72,6 +74,10 @@ def diffusion_loss(
     batches it first predicts without one, and that clean-grid estimate, clipped as a sampler clips it and
     without gradient, is passed in for the prediction that is scored; other batches pass none, as the first
     sampling step does.
+
+    ``corrupt(x0, generator)`` (x0 prediction only) noises a corrupted copy of the batch, for samples whose time
+    is at most ``corrupt_below``, while the target stays the clean grid: the net learns to undo a sampler's
+    typical error as well as the noise (e.g. ``gcd_core.representation.split_sites``).
     """
     if not 0 <= t_min < t_max <= 1:
         raise GCDError(f"training times need 0 <= t_min < t_max <= 1, got [{t_min}, {t_max}]")
@@ -79,7 +85,13 @@ def diffusion_loss(
     device = x0.device
     t = t_min + (t_max - t_min) * torch.rand(batch, device=device, generator=generator, dtype=torch.float64)
     noise = torch.randn(x0.shape, device=device, generator=generator, dtype=x0.dtype)
-    x_t = schedule.add_noise(x0, t, noise).to(x0.dtype)
+    x_in = x0
+    if corrupt is not None:
+        if prediction != "x0":
+            raise GCDError(f"corrupted inputs need x0 prediction (the target is the clean grid), not {prediction!r}")
+        corrupted = _broadcast(t <= corrupt_below, x0).bool()
+        x_in = torch.where(corrupted, corrupt(x0, generator), x0)
+    x_t = schedule.add_noise(x_in, t, noise).to(x0.dtype)
     kwargs = dict(conditioning or {})
     if kwargs and drop_probability > 0:
         kwargs["drop"] = torch.rand(batch, device=device, generator=generator) < drop_probability

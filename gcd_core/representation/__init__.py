@@ -6,6 +6,7 @@ from gcd_core.representation.augment import (
     apply_symmetry_to_grid,
     grid_symmetries,
     random_augment,
+    split_sites,
     translate_atoms,
     translate_grid,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "largest_safe_voxel_size",
     "merge_close_atoms",
     "random_augment",
+    "split_sites",
     "translate_atoms",
     "translate_grid",
 ]

@@ -140,3 +140,66 @@ def random_augment(
         op = ops[int(generator.integers(len(ops)))]
         out = apply_symmetry_to_atoms(out, op)
     return out, op
+
+
+def split_sites(
+    grid: torch.Tensor,
+    voxels: VoxelGrid,
+    generator: torch.Generator | None = None,
+    structure_probability: float = 0.5,
+    ghost_occupancy: tuple[float, float] = (0.3, 1.0),
+) -> torch.Tensor:
+    """A corrupted copy of a clean data-space grid ``[B, C, X, Y, Z]`` (sharp encoding) in which some atoms are
+    *split*: the empty voxel across the face nearest the atom gets a ghost occupancy, with its offset on that
+    face, and the atom's own occupancy drops to U(0.5, 1).
+
+    This is the state a sampler ends in when it doubles a site over two voxels (too many atoms, pairs ~1 voxel
+    apart). Clean training grids never show it, so a network has never learnt to undo it; trained to map the
+    corrupted grid back to the clean one, it does (``diffusion_loss(corrupt=...)``). A structure is corrupted
+    with ``structure_probability``, and then each of its atoms with a probability drawn U(0, 1) per structure,
+    so that both a stray split and a whole doubled lattice are seen. Ghost occupancies are drawn uniformly from
+    ``ghost_occupancy``.
+    """
+    if voxels.encoding != "sharp":
+        raise GCDError("split_sites needs the sharp encoding (occupancy and offset channels)")
+    if grid.dim() != 5 or grid.shape[1] != voxels.n_channels:
+        raise GCDError(f"expected a grid [B, {voxels.n_channels}, X, Y, Z], got {tuple(grid.shape)}")
+    if not 0 <= structure_probability <= 1:
+        raise GCDError(f"structure_probability must lie in [0, 1], got {structure_probability}")
+    low, high = ghost_occupancy
+    if not 0 <= low <= high <= 1:
+        raise GCDError(f"ghost_occupancy must be a range within [0, 1], got {ghost_occupancy}")
+    out = grid.clone()
+    batch, device, dtype = grid.shape[0], grid.device, grid.dtype
+
+    def uniform(shape: Sequence[int]) -> torch.Tensor:
+        return torch.rand(tuple(shape), device=device, dtype=dtype, generator=generator)
+
+    per_structure = torch.where(
+        uniform([batch]) < structure_probability, uniform([batch]), torch.zeros(batch, device=device, dtype=dtype)
+    )
+    spatial = grid.shape[2:]
+    for s in range(voxels.n_species):
+        occupancy, offsets = grid[:, s], grid[:, voxels.offset_channels(s)]
+        to_face = torch.minimum(offsets, 1 - offsets)  # [B, 3, X, Y, Z]: distance to the nearer face per axis
+        axis = to_face.argmin(dim=1)
+        upward = torch.gather(offsets, 1, axis[:, None])[:, 0] >= 0.5
+        chosen = (occupancy > 0.5) & (uniform([batch, *spatial]) < per_structure.view(-1, 1, 1, 1))
+        taken = occupancy > 0.5  # a ghost only goes into an empty voxel, and one per voxel
+        ghost_level = low + (high - low) * uniform([batch, *spatial])
+        kept_level = 0.5 + 0.5 * uniform([batch, *spatial])
+        for a in range(3):
+            for step, side in ((1, upward), (-1, ~upward)):
+                source = chosen & (axis == a) & side
+                target = torch.roll(source, step, dims=a + 1) & ~taken
+                source = torch.roll(target, -step, dims=a + 1)  # only the splits that found room
+                if not source.any():
+                    continue
+                taken |= target
+                out[:, s] = torch.where(target, ghost_level, out[:, s])
+                out[:, s] = torch.where(source, kept_level, out[:, s])
+                ghost_offsets = torch.roll(offsets, step, dims=a + 2).clone()
+                ghost_offsets[:, a] = 0.0 if step == 1 else 1.0  # on the shared face, seen from the ghost's side
+                channels = voxels.offset_channels(s)
+                out[:, channels] = torch.where(target[:, None], ghost_offsets, out[:, channels])
+    return out

@@ -24,6 +24,7 @@ from gcd_core.device import resolve_device
 from gcd_core.diffusion.objective import diffusion_loss
 from gcd_core.errors import GCDError
 from gcd_core.model import GCDModel
+from gcd_core.representation.augment import split_sites
 from gcd_core.training.dataset import VoxelDataset
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -58,6 +59,11 @@ class TrainConfig:
     # for a self-conditioned net: the fraction of batches that pass the net its own first estimate (Chen et al.
     # use one half)
     self_condition_probability: float = 0.5
+    # sharp grids, x0 prediction: the share of structures whose input has split sites (an atom doubled into the
+    # voxel across its nearest face; ``split_sites``), at noise times up to ``split_sites_below``; the target
+    # stays clean, so the net learns to undo the doubled sites samplers leave (0: off)
+    split_sites: float = 0.0
+    split_sites_below: float = 0.5
 
     def lr_at(self, step: int) -> float:
         if step < self.warmup_steps:
@@ -146,6 +152,8 @@ def train(
     checkpoint_path = out_dir / CHECKPOINT_NAME
     if model.conditioning.is_conditional and config.drop_probability <= 0:
         raise GCDError("a conditional model needs drop_probability > 0 to learn the unconditional branch")
+    if config.split_sites and (model.grid.encoding != "sharp" or model.prediction != "x0"):
+        raise GCDError("split_sites needs the sharp encoding and x0 prediction")
     model.to(context.device)
     net = model.net
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -202,6 +210,8 @@ def train(
                 t_max=config.time_range[1],
                 generator=noise_rng,
                 self_condition_probability=config.self_condition_probability if net.self_condition else 0.0,
+                corrupt=_site_splitter(model, config.split_sites) if config.split_sites else None,
+                corrupt_below=config.split_sites_below,
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -256,6 +266,17 @@ def train(
         dist.barrier()
     model.metadata.update(meta)
     return _finish(model, ema, step, loss_log, time.perf_counter() - started, checkpoint_path)
+
+
+def _site_splitter(model: GCDModel, probability: float):
+    """``split_sites`` on model-space grids."""
+    grid = model.grid
+
+    def corrupt(x0: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        data = grid.to_data_space(x0.float())
+        return grid.to_model_space(split_sites(data, grid, generator, probability)).to(x0.dtype)
+
+    return corrupt
 
 
 def _save_training_checkpoint(
