@@ -188,6 +188,7 @@ def train(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.steps, initial=start_step, desc="training", unit="step")
+    corrupt = _site_splitter(model, config.split_sites) if config.split_sites else None
     started = time.perf_counter()
     window: list[float] = []
     step = start_step
@@ -210,7 +211,7 @@ def train(
                 t_max=config.time_range[1],
                 generator=noise_rng,
                 self_condition_probability=config.self_condition_probability if net.self_condition else 0.0,
-                corrupt=_site_splitter(model, config.split_sites) if config.split_sites else None,
+                corrupt=corrupt,
                 corrupt_below=config.split_sites_below,
             )
         optimizer.zero_grad(set_to_none=True)
