@@ -20,8 +20,7 @@ import numpy as np
 import torch
 
 from gcd_core.data.amorphous import DEFAULT_ROOT, load_carbon_dataset, structure_spectrum
-from gcd_core.device import make_generator
-from gcd_core.diffusion.samplers import ddpm, run_to_end
+from gcd_core.generate import restore as restore_grid
 from gcd_core.model import GCDModel
 from gcd_core.physics.analysis import hybridisation, mass_density
 from gcd_core.physics.spectra import conditioning_vector
@@ -34,14 +33,9 @@ def restore(model: GCDModel, cell, start_time: float, samples: int, cfg: float, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GridStretchWarning)
         clean = grid.to_model_space(grid.encode([cell] * samples, multiple_of=model.net.stride))
-    generator = make_generator(seed, "cpu")
-    t = torch.full((samples,), start_time, dtype=torch.float64)
-    noise = torch.randn(clean.shape, generator=generator)
-    x = model.schedule.add_noise(clean, t, noise).to(clean.dtype)
     vector = torch.as_tensor(conditioning_vector(structure_spectrum(cell)), dtype=torch.float32)
-    denoiser = model.denoiser(model.conditioning_tensors(samples, None, vector, None), guidance_scale=cfg)
-    steps = max(2, round(steps_per_unit * start_time))
-    x0 = run_to_end(ddpm(denoiser, x, model.schedule, steps=steps, generator=generator, start_time=start_time))
+    conditioning = model.conditioning_tensors(samples, None, vector, None)
+    x0 = restore_grid(model, clean, start_time, conditioning, steps_per_unit, seed, guidance_scale=cfg)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GridStretchWarning)
         return grid.decode(grid.to_data_space(x0), tuple(cell_lengths_of(cell)))

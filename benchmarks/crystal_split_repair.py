@@ -25,7 +25,7 @@ import torch
 
 from gcd_core.data.crystals import conventional_cell, crystal
 from gcd_core.device import make_generator
-from gcd_core.diffusion.samplers import ddpm, run_to_end
+from gcd_core.generate import restore as restore_grid
 from gcd_core.model import GCDModel
 from gcd_core.physics import judge_phase
 from gcd_core.representation import GridStretchWarning, split_sites
@@ -42,13 +42,8 @@ def training_cells(model: GCDModel, phase: str, count: int, seed: int) -> list:
 def restore(model: GCDModel, phase: str, clean: torch.Tensor, start_time: float, steps_per_unit: int, seed: int):
     """Data-space grids noised to ``start_time`` and denoised back, as ``ase.Atoms``."""
     grid = model.grid_for(phase)
-    generator = make_generator(seed, "cpu")
-    t = torch.full((clean.shape[0],), start_time, dtype=torch.float64)
-    noise = torch.randn(clean.shape, generator=generator)
-    x = model.schedule.add_noise(grid.to_model_space(clean), t, noise).to(clean.dtype)
-    denoiser = model.denoiser(model.conditioning_tensors(clean.shape[0], phase, None, None))
-    steps = max(2, round(steps_per_unit * start_time))
-    x0 = run_to_end(ddpm(denoiser, x, model.schedule, steps=steps, generator=generator, start_time=start_time))
+    conditioning = model.conditioning_tensors(clean.shape[0], phase, None, None)
+    x0 = restore_grid(model, grid.to_model_space(clean), start_time, conditioning, steps_per_unit, seed)
     return grid.decode(grid.to_data_space(x0), tuple(model.training_cell(phase)))
 
 

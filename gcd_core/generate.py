@@ -10,7 +10,7 @@ import torch
 from ase import Atoms
 
 from gcd_core.device import make_generator
-from gcd_core.diffusion.samplers import SAMPLERS, Frame, Inpaint
+from gcd_core.diffusion.samplers import SAMPLERS, Frame, Inpaint, ddpm, run_to_end
 from gcd_core.errors import GCDError
 from gcd_core.model import GCDModel
 from gcd_core.representation.grid import GridLayout, GridStretchWarning
@@ -131,3 +131,25 @@ def generate(
         pass
     assert last is not None
     return decode_frame(model, last, request)
+
+
+def restore(
+    model: GCDModel,
+    clean: torch.Tensor,
+    start_time: float,
+    conditioning: dict[str, torch.Tensor] | None = None,
+    steps_per_unit: int = 50,
+    seed: int = 0,
+    guidance_scale: float = 1.0,
+) -> torch.Tensor:
+    """Noise a clean model-space batch to ``start_time`` and denoise it back with ancestral steps (SDEdit); returns
+    the clean model-space estimate. ``steps_per_unit`` steps would cover t = 1 to 0; fewer (at least 2) are taken
+    from a smaller ``start_time``. How far a model restores real structures says where along the trajectory it
+    loses them (``benchmarks/carbon_restoration.py``, ``benchmarks/crystal_split_repair.py``)."""
+    generator = make_generator(seed, clean.device)
+    t = torch.full((clean.shape[0],), start_time, dtype=torch.float64, device=clean.device)
+    noise = torch.randn(clean.shape, generator=generator, device=clean.device)
+    x = model.schedule.add_noise(clean, t, noise).to(clean.dtype)
+    denoiser = model.denoiser(conditioning, guidance_scale=guidance_scale)
+    steps = max(2, round(steps_per_unit * start_time))
+    return run_to_end(ddpm(denoiser, x, model.schedule, steps=steps, generator=generator, start_time=start_time))

@@ -62,3 +62,19 @@ def test_broken_decoder_is_caught(frames):
 def test_sampler_stopped_early_is_caught(frames):
     model, request, steps = frames
     assert perfect(decode_frame(model, steps[len(steps) // 5], request)) <= SAMPLES // 4
+
+
+def test_restore_brings_a_lightly_noised_crystal_back_reproducibly(frames):
+    """``restore`` (SDEdit: noise to t, denoise back) on real BCC cells: from t = 0.05 the tiny model gives the
+    crystals back, and the same seed gives the same grids."""
+    from gcd_core.generate import restore
+
+    model = frames[0]
+    clean = model.grid.to_model_space(model.grid.encode([crystal("bcc", 2)] * 4))
+    first = restore(model, clean, 0.05, seed=3)
+    assert torch.equal(first, restore(model, clean, 0.05, seed=3))
+    assert not torch.equal(first, restore(model, clean, 0.05, seed=4))
+    assert perfect(model.grid.decode(model.grid.to_data_space(first), CELL)) == 4
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    noisy = model.schedule.add_noise(clean, torch.full((4,), 0.9, dtype=torch.float64), noise).float()
+    assert perfect(model.grid.decode(model.grid.to_data_space(noisy), CELL)) < 4  # unrestored grids fail the judge

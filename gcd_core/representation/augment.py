@@ -180,7 +180,8 @@ def split_sites(
     )
     spatial = grid.shape[2:]
     for s in range(voxels.n_species):
-        occupancy, offsets = grid[:, s], grid[:, voxels.offset_channels(s)]
+        channels = voxels.offset_channels(s)
+        occupancy, offsets = grid[:, s], grid[:, channels]
         to_face = torch.minimum(offsets, 1 - offsets)  # [B, 3, X, Y, Z]: distance to the nearer face per axis
         axis = to_face.argmin(dim=1)
         upward = torch.gather(offsets, 1, axis[:, None])[:, 0] >= 0.5
@@ -200,6 +201,5 @@ def split_sites(
                 out[:, s] = torch.where(source, kept_level, out[:, s])
                 ghost_offsets = torch.roll(offsets, step, dims=a + 2).clone()
                 ghost_offsets[:, a] = 0.0 if step == 1 else 1.0  # on the shared face, seen from the ghost's side
-                channels = voxels.offset_channels(s)
                 out[:, channels] = torch.where(target[:, None], ghost_offsets, out[:, channels])
     return out
