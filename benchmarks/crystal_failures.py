@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--resample", type=int, default=2)
+    parser.add_argument(
+        "--resample-window", type=float, nargs=2, default=(0.0, 1.0), metavar=("LO", "HI"),
+        help="repeat only the steps that start at noise times LO <= t <= HI",
+    )
     parser.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance on the phase")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -67,14 +71,16 @@ def main(argv: list[str] | None = None) -> int:
         )
     cell = tuple(edge * args.size for edge in model.training_cell(args.phase))
     request = GenerationRequest(cell, num_samples=args.samples, steps=args.steps, sampler="ddpm",
-                                resample=args.resample, seed=args.seed, label=args.phase,
+                                resample=args.resample, resample_window=tuple(args.resample_window),
+                                seed=args.seed, label=args.phase,
                                 guidance_scale=args.guidance_scale)
     began = time.perf_counter()
     structures = generate(model, request)
     seconds = (time.perf_counter() - began) / args.samples
     estimate = ", without its estimate" if args.without_estimate else ""
-    print(f"{args.phase} {args.size}x, DDPM {args.steps} x resample {args.resample}, cfg {args.guidance_scale:g}, "
-          f"seed {args.seed}{estimate}: {seconds:.2f} s per sample (one thread)")
+    window = "" if tuple(args.resample_window) == (0.0, 1.0) else " for t in [{:g}, {:g}]".format(*args.resample_window)
+    print(f"{args.phase} {args.size}x, DDPM {args.steps} x resample {args.resample}{window}, "
+          f"cfg {args.guidance_scale:g}, seed {args.seed}{estimate}: {seconds:.2f} s per sample (one thread)")
     bulk_distance = float(neighbor_list("d", conventional_cell(args.phase), 4.0).min())
     voxel_edges = model.grid_for(args.phase).nominal_edges
     print(f"{'sample':>6} {'atoms':>9} {'groups at symprec ' + ' / '.join(f'{s:g}' for s in SYMPRECS):>40} "

@@ -40,6 +40,14 @@ class Job:
     cell: tuple[float, float, float]
     start: int
     count: int
+    steps: int  # the voxel sampler's budget at this size
+    resample: int
+    resample_window: tuple[float, float]
+
+
+def per_size(values: list, n: int):
+    """The value of a per-size option for the n-th size: the last one repeats."""
+    return values[min(n, len(values) - 1)]
 
 
 def model_phases(model: GCDModel) -> list[tuple[str, str | None]]:
@@ -74,9 +82,10 @@ def run_job(job: Job, args: argparse.Namespace) -> tuple[Job, list[dict], float]
         request = GenerationRequest(
             job.cell,
             num_samples=job.count,
-            steps=args.steps,
+            steps=job.steps,
             sampler=args.sampler,
-            resample=args.resample,
+            resample=job.resample,
+            resample_window=job.resample_window,
             seed=args.seed + job.start,
             label=job.label,
         )
@@ -116,8 +125,8 @@ def unconditional_samples(model: GCDModel, job: Job, args: argparse.Namespace) -
     cell = model.training_cell(None)  # the shared 1x grid on the model's own voxels
     shape = model.grid.layout(cell, warn=False).shape
     request = GenerationRequest(
-        cell, num_samples=job.count, steps=args.steps, sampler=args.sampler, resample=args.resample,
-        seed=args.seed + 5000 + job.start,
+        cell, num_samples=job.count, steps=job.steps, sampler=args.sampler, resample=job.resample,
+        resample_window=job.resample_window, seed=args.seed + 5000 + job.start,
     )
     last = None
     for last in generate_frames(model, request):  # noqa: B007 (only the final frame is wanted)
@@ -143,9 +152,22 @@ def main() -> None:
     parser.add_argument("--samples", type=int, nargs="+", default=[50, 20], help="per size; the last repeats")
     parser.add_argument("--phases", nargs="+", help="only these phases (default: all the model knows)")
     parser.add_argument("--batch", type=int, default=10, help="samples generated together (one job)")
-    parser.add_argument("--steps", type=int, default=200, help="sampler steps")
+    parser.add_argument("--steps", type=int, nargs="+", default=[200], help="sampler steps, per size; the last repeats")
     parser.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddpm")
-    parser.add_argument("--resample", type=int, default=1, help="repeat each step with re-noising")
+    parser.add_argument(
+        "--resample",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="times each step is taken, re-noising between, per size; the last repeats",
+    )
+    parser.add_argument(
+        "--resample-below",
+        type=float,
+        nargs="+",
+        default=[1.0],
+        help="repeat only the steps that start at noise times t <= this, per size; the last repeats",
+    )
     parser.add_argument("--baselines", type=Path, help="directory of per-phase point-cloud baseline checkpoints")
     parser.add_argument("--baseline-steps", type=int, default=64, help="baseline Euler-Maruyama steps")
     parser.add_argument("--baseline-restarts", type=int, default=4, help="baseline restart rounds")
@@ -166,16 +188,18 @@ def main() -> None:
     for phase, label in phases:
         base_cell = np.array(model.training_cell(label))
         for n, size in enumerate(args.sizes):
-            count = args.samples[min(n, len(args.samples) - 1)]
+            count = per_size(args.samples, n)
             cell = tuple(float(v) for v in base_cell * size)
+            budget = (per_size(args.steps, n), per_size(args.resample, n), (0.0, per_size(args.resample_below, n)))
             kinds = ["voxel"] + (["baseline"] if args.baselines else [])
             for kind in kinds:
                 for start in range(0, count, args.batch):
-                    jobs.append(Job(kind, phase, label, size, cell, start, min(args.batch, count - start)))
+                    jobs.append(Job(kind, phase, label, size, cell, start, min(args.batch, count - start), *budget))
     if args.unconditional and model.conditioning.labels:
         for start in range(0, args.unconditional, args.batch):
             count = min(args.batch, args.unconditional - start)
-            jobs.append(Job("unconditional", "any", None, 1, tuple(model.training_cell(None)), start, count))
+            budget = (args.steps[0], args.resample[0], (0.0, args.resample_below[0]))
+            jobs.append(Job("unconditional", "any", None, 1, tuple(model.training_cell(None)), start, count, *budget))
     # the voxel model's jobs first (baselines may still be training), each kind largest first to balance workers
     jobs.sort(key=lambda j: (j.kind == "baseline", -np.prod(j.cell) * j.count))
     results: dict[tuple[str, str, int], list] = {}
@@ -195,7 +219,11 @@ def main() -> None:
     header = ["phase", "size", "cell (A)", "voxel: perfect", "voxel: mean abs. count error", "voxel: s/sample"]
     if args.baselines:
         header += ["baseline: perfect", "baseline: mean phase fraction", "baseline: s/sample"]
-    sampling = f"{args.sampler.upper()} {args.steps} steps x resample {args.resample}"
+    sampling = ", ".join(
+        f"{size}x {args.sampler.upper()} {per_size(args.steps, n)} steps x resample {per_size(args.resample, n)}"
+        + (f" below t = {per_size(args.resample_below, n):g}" if per_size(args.resample_below, n) < 1 else "")
+        for n, size in enumerate(args.sizes)
+    )
     where = f"{args.device}, batches of {args.batch}"
     if args.device == "cpu":
         where = f"{args.workers} worker(s) x 1 thread"

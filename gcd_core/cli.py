@@ -82,6 +82,13 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _unit_interval(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text}")
+    return value
+
+
 _positive_int.__name__ = "positive integer"  # argparse names the type in its "invalid ... value" message
 _positive_float.__name__ = "positive number"
 
@@ -341,6 +348,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddpm", help="ddpm (ancestral) or ddim")
     p.add_argument(
         "--resample", type=_positive_int, default=1, metavar="R", help="take each step R times, re-noising between"
+    )
+    p.add_argument(
+        "--resample-window",
+        type=_unit_interval,
+        nargs=2,
+        default=(0.0, 1.0),
+        metavar=("LO", "HI"),
+        help="resample only the steps that start at noise times LO <= t <= HI (1 is pure noise)",
     )
     p.add_argument("--seed", type=int, default=0, help="same seed and options, same structures")
     p.add_argument("--label", help="class label (conditional models)")
@@ -847,6 +862,7 @@ def cmd_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         steps=args.steps,
         sampler=args.sampler,
         resample=args.resample,
+        resample_window=tuple(args.resample_window),
         seed=args.seed,
         label=args.label,
         guidance_scale=args.guidance_scale,
@@ -854,6 +870,7 @@ def cmd_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         vector=vector,
         fit_to_stride=args.fit_grid,
     )
+    request.validate()
     print(
         f"sampling {args.num_samples} structure(s) in a {' x '.join(f'{v:g}' for v in cell)} A cell "
         f"(grid {' x '.join(map(str, layout.shape))}) on {device}",

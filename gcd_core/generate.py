@@ -26,6 +26,7 @@ class GenerationRequest:
     steps: int = 200
     sampler: str = "ddpm"
     resample: int = 1  # >1 repeats each step with re-noising (a corrector; also harmonises in-painting)
+    resample_window: tuple[float, float] = (0.0, 1.0)  # only steps starting at noise times lo <= t <= hi repeat
     seed: int | None = 0
     label: str | int | None = None
     vector: Sequence[float] | None = None
@@ -43,6 +44,9 @@ class GenerationRequest:
             raise GCDError(f"steps must be at least 1, got {self.steps}")
         if self.resample < 1:
             raise GCDError(f"resample must be at least 1, got {self.resample}")
+        low, high = self.resample_window
+        if not 0 <= low <= high <= 1:
+            raise GCDError(f"resample_window must be (lo, hi) with 0 <= lo <= hi <= 1, got {self.resample_window}")
         if self.sampler not in SAMPLERS:
             raise GCDError(f"unknown sampler {self.sampler!r}; choose one of {sorted(SAMPLERS)}")
         if self.guidance_scale < 0:
@@ -101,7 +105,7 @@ def generate_frames(
     model.net.eval()
     yield from sampler(
         denoiser, x, model.schedule, steps=request.steps, generator=generator, inpaint=inpaint,
-        resample=request.resample,
+        resample=request.resample, resample_window=tuple(request.resample_window),
     )
 
 

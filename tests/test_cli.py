@@ -301,10 +301,21 @@ def test_generate_with_label(labelled: Path, tmp_path: Path, capsys: pytest.Capt
         "2",
         "--steps",
         "2",
+        "--resample",
+        "2",
+        "--resample-window",
+        "0",
+        "0.5",
         "--one-file",
     ]
     assert main(argv) == 0
     assert np.allclose(ase.io.read(out).cell.lengths(), CELL)
+    argv[argv.index("0.5")] = "1.5"
+    assert "--resample-window: must lie in [0, 1], got 1.5" in _error(capsys, argv)
+    argv[argv.index("1.5")] = "0.5"
+    argv[argv.index("0")] = "0.7"
+    assert "resample_window must be (lo, hi) with 0 <= lo <= hi <= 1, got (0.7, 0.5)" in _error(capsys, argv)
+    argv[argv.index("0.7")] = "0"
     argv[argv.index("right")] = "up"
     message = _error(capsys, argv)
     assert "unknown label 'up'" in message and "right" in message

@@ -587,6 +587,33 @@ def test_resampling_without_inpainting_is_a_corrector_that_still_ends_at_the_ora
                                               generator=_gen(72), resample=3)))
 
 
+
+def test_resample_window_repeats_only_the_steps_inside_it():
+    schedule = CosineSchedule()
+    steps, starts = 8, []
+
+    def recording(x_t, t):
+        starts.append(float(t[0]))
+        return torch.tanh(x_t)
+
+    window = (0.2, 0.6)
+    run_to_end(ddpm(recording, _noise(73), schedule, steps=steps, generator=_gen(74), resample=3,
+                    resample_window=window))
+    inside = [window[0] <= t <= window[1] for t in schedule.timesteps(steps).tolist()[:-1]]  # each step's start
+    assert 0 < sum(inside) < steps
+    assert len(starts) == 3 * sum(inside) + (steps - sum(inside))
+    assert all(starts.count(t) == (3 if window[0] <= t <= window[1] else 1) for t in set(starts))
+    # (0, 1) is plain resampling; a window holding no step's start repeats none: the same draws as resample = 1
+    every = run_to_end(ddpm(_tanh_denoiser, _noise(73), schedule, steps=steps, generator=_gen(74), resample=3))
+    assert torch.equal(every, run_to_end(ddpm(_tanh_denoiser, _noise(73), schedule, steps=steps,
+                                              generator=_gen(74), resample=3, resample_window=(0.0, 1.0))))
+    once = run_to_end(ddpm(_tanh_denoiser, _noise(73), schedule, steps=steps, generator=_gen(74)))
+    assert torch.equal(once, run_to_end(ddpm(_tanh_denoiser, _noise(73), schedule, steps=steps,
+                                             generator=_gen(74), resample=3, resample_window=(0.0, 0.0))))
+    for bad in ((-0.1, 0.5), (0.0, 1.5), (0.6, 0.2)):
+        with pytest.raises(GCDError, match="resample_window"):
+            run_to_end(ddim(_tanh_denoiser, _noise(73), schedule, steps=4, resample_window=bad))
+
 def test_diffusion_loss_draws_times_from_the_requested_range():
     x0 = _clean(14)
     times: list[torch.Tensor] = []

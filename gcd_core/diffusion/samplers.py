@@ -146,15 +146,22 @@ def ddim(
     inpaint: Inpaint | None = None,
     resample: int = 1,
     start_time: float = 1.0,
+    resample_window: tuple[float, float] = (0.0, 1.0),
 ) -> Iterator[Frame]:
     """DDIM (Song et al.): deterministic for ``eta = 0``; ``eta = 1`` is the ancestral DDPM posterior.
 
     ``resample = r > 1`` takes every step r times, re-noising back to its start in between (RePaint): it
     harmonises an in-painted seam, and without in-painting it acts as a corrector that lets defects anneal out.
+    ``resample_window = (lo, hi)`` limits that to the steps that start at a noise time lo <= t <= hi: in large
+    crystal cells the corrector's work is done late (t <= 0.25), where grains that placed their atoms at
+    different points inside their voxels settle on one (``benchmarks/results/crystal_resample_window_cpu.md``).
     ``start_time`` < 1 denoises an ``x`` noised only to that time (SDEdit; how far a model restores a structure).
     """
     if resample < 1:
         raise GCDError(f"resample must be at least 1, got {resample}")
+    low, high = resample_window
+    if not 0 <= low <= high <= 1:
+        raise GCDError(f"resample_window must be (lo, hi) with 0 <= lo <= hi <= 1, got {tuple(resample_window)}")
     if not 0 < start_time <= 1:
         raise GCDError(f"start_time must lie in (0, 1], got {start_time}")
     times = schedule.timesteps(steps, device=x.device) * start_time
@@ -163,7 +170,8 @@ def ddim(
     for n in range(steps):
         t, s = float(times[n]), float(times[n + 1])
         abar_t, abar_s = alpha_bars[n], alpha_bars[n + 1]
-        for jump in range(resample):
+        repeats = resample if low <= t <= high else 1
+        for jump in range(repeats):
             t_batch = torch.full((batch,), t, device=x.device, dtype=x.dtype)
             x0 = denoise(x, t_batch)
             eps = (x - abar_t**0.5 * x0) / (1 - abar_t) ** 0.5
@@ -175,7 +183,7 @@ def ddim(
                 )
             if inpaint is not None:
                 x_next = inpaint.impose(x_next, abar_s**0.5, (1 - abar_s) ** 0.5, generator)
-            if jump < resample - 1:
+            if jump < repeats - 1:
                 # back to time t through q(x_t | x_s), then the step is taken again
                 ratio = abar_t / abar_s
                 x_next = ratio**0.5 * x_next + (1 - ratio) ** 0.5 * torch.randn(
@@ -196,12 +204,13 @@ def ddpm(
     inpaint: Inpaint | None = None,
     resample: int = 1,
     start_time: float = 1.0,
+    resample_window: tuple[float, float] = (0.0, 1.0),
 ) -> Iterator[Frame]:
-    """Ancestral sampling (Ho et al.) over ``steps`` evenly spaced times; ``resample`` and ``start_time`` as in
-    ``ddim``."""
+    """Ancestral sampling (Ho et al.) over ``steps`` evenly spaced times; ``resample``, ``start_time`` and
+    ``resample_window`` as in ``ddim``."""
     yield from ddim(
         denoise, x, schedule, steps=steps, eta=1.0, generator=generator, inpaint=inpaint, resample=resample,
-        start_time=start_time,
+        start_time=start_time, resample_window=resample_window,
     )
 
 
