@@ -43,7 +43,13 @@ from gcd_core.data.gb_windows import gb_window
 from gcd_core.device import resolve_device
 from gcd_core.diffusion.samplers import SAMPLERS, Frame
 from gcd_core.errors import GCDError
-from gcd_core.generate import GenerationRequest, decode_frame, generate_frames, grid_layout_for
+from gcd_core.generate import (
+    LATE_RESAMPLE_WINDOW,
+    GenerationRequest,
+    decode_frame,
+    generate_frames,
+    grid_layout_for,
+)
 from gcd_core.grain_boundaries import GB_DENSITY_SCALARS, GBRequest, decode_gb, gb_frames, gb_template
 from gcd_core.guidance import relative_error, spectrum_guidance
 from gcd_core.io import sample_name, write_structures
@@ -347,6 +353,11 @@ class GenerationSettings(param.Parameterized):
     steps = param.Integer(default=200, bounds=(10, 1000), doc="Sampler steps.")
     seed = param.Integer(default=0, bounds=(0, 2**31 - 1), doc="Same seed and settings, same structures.")
     resample = param.Integer(default=1, bounds=(1, 4), doc="Repeat each step with re-noising (heals defects).")
+    resample_late_only = param.Boolean(
+        default=False,
+        doc="Repeat only the steps below noise time 0.25, where a large crystal settles on one lattice "
+        "(fewer network calls, and better at 3x the training edge).",
+    )
     sampler = param.Selector(default="ddpm", objects=sorted(SAMPLERS), doc="ddpm (ancestral) or ddim (deterministic).")
 
     phase = param.Selector(
@@ -450,6 +461,7 @@ class GenerationSettings(param.Parameterized):
             steps=self.steps,
             sampler=self.sampler,
             resample=self.resample,
+            resample_window=LATE_RESAMPLE_WINDOW if self.resample_late_only else (0.0, 1.0),
             seed=self.seed,
             label=self.phase,
             guidance_scale=self.guidance_scale,

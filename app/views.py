@@ -138,6 +138,9 @@ class SettingsPanel(RunControls):
         self.seed = pn.widgets.IntInput.from_param(settings.param.seed, label="Seed")
         self.sampler = pn.widgets.RadioButtonGroup.from_param(settings.param.sampler, label="Sampler")
         self.resample = pn.widgets.IntSlider.from_param(settings.param.resample, label="Resample (heals defects)")
+        self.resample_late_only = pn.widgets.Checkbox.from_param(
+            settings.param.resample_late_only, name="Resample only the late steps (t ≤ 0.25)"
+        )
         labels = [v for v in settings.param.phase.objects if v is not None]
         self.phase = pn.widgets.Select(
             label="Phase",
@@ -235,6 +238,7 @@ class SettingsPanel(RunControls):
             self.steps,
             self.sampler,
             self.resample,
+            self.resample_late_only,
             self.guidance,
             self.seed,
             self.buttons(),

@@ -110,6 +110,11 @@ def test_generation_fills_results_and_frames(checkpoint: Path) -> None:
     dashboard.live.sample.value = 2  # after the run, switching samples redraws from the last prediction
     assert run.preview_sample == 2 and run.density.shape == (16, 16, 16)
 
+    settings = dashboard.settings
+    assert settings.request(dashboard.model).resample_window == (0.0, 1.0)
+    dashboard.settings_panel.resample_late_only.value = True  # the checkbox drives the request's window
+    assert settings.request(dashboard.model).resample_window == (0.0, 0.25)
+
 
 def test_frames_are_throttled(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(app_state, "PUSH_INTERVAL_S", 1e9)
