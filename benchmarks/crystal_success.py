@@ -50,6 +50,11 @@ def per_size(values: list, n: int):
     return values[min(n, len(values) - 1)]
 
 
+def sampler_budget(args: argparse.Namespace, n: int) -> tuple[int, int, tuple[float, float]]:
+    """Steps, resample and resample window of the voxel sampler at the n-th size."""
+    return per_size(args.steps, n), per_size(args.resample, n), (0.0, per_size(args.resample_below, n))
+
+
 def model_phases(model: GCDModel) -> list[tuple[str, str | None]]:
     """(phase, label) pairs: every class of a conditional model, else the phase the metadata records."""
     if model.conditioning.labels:
@@ -152,22 +157,13 @@ def main() -> None:
     parser.add_argument("--samples", type=int, nargs="+", default=[50, 20], help="per size; the last repeats")
     parser.add_argument("--phases", nargs="+", help="only these phases (default: all the model knows)")
     parser.add_argument("--batch", type=int, default=10, help="samples generated together (one job)")
-    parser.add_argument("--steps", type=int, nargs="+", default=[200], help="sampler steps, per size; the last repeats")
     parser.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddpm")
-    parser.add_argument(
-        "--resample",
-        type=int,
-        nargs="+",
-        default=[1],
-        help="times each step is taken, re-noising between, per size; the last repeats",
-    )
-    parser.add_argument(
-        "--resample-below",
-        type=float,
-        nargs="+",
-        default=[1.0],
-        help="repeat only the steps that start at noise times t <= this, per size; the last repeats",
-    )
+    for option, kind, default, text in (
+        ("--steps", int, 200, "sampler steps"),
+        ("--resample", int, 1, "times each step is taken, re-noising between"),
+        ("--resample-below", float, 1.0, "repeat only the steps that start at noise times t <= this"),
+    ):
+        parser.add_argument(option, type=kind, nargs="+", default=[default], help=f"{text}, per size; the last repeats")
     parser.add_argument("--baselines", type=Path, help="directory of per-phase point-cloud baseline checkpoints")
     parser.add_argument("--baseline-steps", type=int, default=64, help="baseline Euler-Maruyama steps")
     parser.add_argument("--baseline-restarts", type=int, default=4, help="baseline restart rounds")
@@ -190,7 +186,7 @@ def main() -> None:
         for n, size in enumerate(args.sizes):
             count = per_size(args.samples, n)
             cell = tuple(float(v) for v in base_cell * size)
-            budget = (per_size(args.steps, n), per_size(args.resample, n), (0.0, per_size(args.resample_below, n)))
+            budget = sampler_budget(args, n)
             kinds = ["voxel"] + (["baseline"] if args.baselines else [])
             for kind in kinds:
                 for start in range(0, count, args.batch):
@@ -198,8 +194,8 @@ def main() -> None:
     if args.unconditional and model.conditioning.labels:
         for start in range(0, args.unconditional, args.batch):
             count = min(args.batch, args.unconditional - start)
-            budget = (args.steps[0], args.resample[0], (0.0, args.resample_below[0]))
-            jobs.append(Job("unconditional", "any", None, 1, tuple(model.training_cell(None)), start, count, *budget))
+            jobs.append(Job("unconditional", "any", None, 1, tuple(model.training_cell(None)), start, count,
+                            *sampler_budget(args, 0)))
     # the voxel model's jobs first (baselines may still be training), each kind largest first to balance workers
     jobs.sort(key=lambda j: (j.kind == "baseline", -np.prod(j.cell) * j.count))
     results: dict[tuple[str, str, int], list] = {}
@@ -220,9 +216,9 @@ def main() -> None:
     if args.baselines:
         header += ["baseline: perfect", "baseline: mean phase fraction", "baseline: s/sample"]
     sampling = ", ".join(
-        f"{size}x {args.sampler.upper()} {per_size(args.steps, n)} steps x resample {per_size(args.resample, n)}"
-        + (f" below t = {per_size(args.resample_below, n):g}" if per_size(args.resample_below, n) < 1 else "")
-        for n, size in enumerate(args.sizes)
+        f"{size}x {args.sampler.upper()} {steps} steps x resample {resample}"
+        + (f" below t = {window[1]:g}" if window[1] < 1 else "")
+        for size, (steps, resample, window) in ((size, sampler_budget(args, n)) for n, size in enumerate(args.sizes))
     )
     where = f"{args.device}, batches of {args.batch}"
     if args.device == "cpu":

@@ -109,7 +109,7 @@ def generate_frames(
     model.net.eval()
     yield from sampler(
         denoiser, x, model.schedule, steps=request.steps, generator=generator, inpaint=inpaint,
-        resample=request.resample, resample_window=tuple(request.resample_window),
+        resample=request.resample, resample_window=request.resample_window,
     )
 
 
