@@ -64,6 +64,13 @@ def summarise(structures: list, forward: XanesForwardModel, target: np.ndarray) 
     }
 
 
+def budget_note(args: argparse.Namespace) -> str:
+    if args.resample == 1:
+        return ""
+    low, high = args.resample_window
+    return f", each step with t in [{low:g}, {high:g}] run {args.resample} times"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path)
@@ -73,6 +80,11 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--sampler", default="ddpm")
+    parser.add_argument("--resample", type=int, default=1, help="repeat each step this often (with re-noising)")
+    parser.add_argument(
+        "--resample-window", type=float, nargs=2, default=(0.0, 1.0), metavar=("LO", "HI"),
+        help="only steps starting at noise times LO <= t <= HI repeat",
+    )
     parser.add_argument("--cfg", type=float, nargs="+", default=[0.0, 1.0, 3.0], help="classifier-free scales")
     parser.add_argument("--gradient", type=float, nargs="+", default=[0.0], help="gradient-guidance scales")
     parser.add_argument(
@@ -108,7 +120,7 @@ def main() -> None:
         settings = [tuple(float(v) for v in pair.split(":")) for pair in args.settings]
     lines = [
         f"Model {args.checkpoint}; box {args.box} A (atom count free); {args.samples} samples per row; "
-        f"{args.sampler.upper()} {args.steps} steps; seed {args.seed}; device {args.device}",
+        f"{args.sampler.upper()} {args.steps} steps{budget_note(args)}; seed {args.seed}; device {args.device}",
         "",
         "| target | target density | target sp3 | cfg | gradient | atoms | density | sp3 | sp1 share | "
         "spectral error | failed | s/sample |",
@@ -124,6 +136,7 @@ def main() -> None:
             else:
                 request = GenerationRequest(
                     cell, num_samples=args.samples, steps=args.steps, sampler=args.sampler, seed=args.seed,
+                    resample=args.resample, resample_window=tuple(args.resample_window),
                     vector=conditioning_vector(target) if cfg > 0 else None, guidance_scale=max(cfg, 1.0),
                     fit_to_stride=True,
                 )
