@@ -395,6 +395,8 @@ def test_carbon_mode_targets_guidance_results_and_bad_uploads(tmp_path: Path) ->
     dashboard = make_dashboard(_save_tiny_spectrum_model(tmp_path / "carbon.pt"), steps=10, samples=2)
     settings, run = dashboard.settings, dashboard.run
     assert settings.amorphous and dashboard.compare is not None and not dashboard.settings_panel.supercell.visible
+    assert settings.resample == 4 and settings.resample_late_only  # carbon's default: the late steps repeated
+    assert settings.request(run.model).resample_window == app_state.LATE_RESAMPLE_WINDOW
     examples = [name for name in settings.param.target.objects if name]
     assert len(examples) == 7 and any("3.5gcc" in name for name in examples)
     assert {"diamond", "graphite"} <= set(examples)
