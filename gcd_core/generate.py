@@ -15,8 +15,9 @@ from gcd_core.errors import GCDError
 from gcd_core.model import GCDModel
 from gcd_core.representation.grid import GridLayout, GridStretchWarning
 
-# Resample only here in large crystal cells: grains that placed their atoms at different points inside their
-# voxels settle on one late in sampling (benchmarks/results/crystal_resample_window_cpu.md)
+# Resample only here: in large crystal cells, grains that placed their atoms at different points inside their
+# voxels settle on one late in sampling (benchmarks/results/crystal_resample_window_cpu.md); amorphous carbon
+# comes closer to its target spectrum (benchmarks/results/carbon_late_resample_cpu.md)
 LATE_RESAMPLE_WINDOW = (0.0, 0.25)
 
 
