@@ -27,12 +27,16 @@ from gcd_core.grain_boundaries import GBRequest, generate_relaxed_gbs, plot_gb_e
 from gcd_core.model import GCDModel
 
 
+def bin_of(n: float, bins: int) -> int:
+    return min(int(n * bins), bins - 1)
+
+
 def time_to_reach(rows: list[dict], bins: int, targets: dict[int, float]) -> dict[int, float]:
     """CPU seconds (summed in order) until a sample of each bin comes within its target energy."""
     reached, spent = {}, 0.0
     for row in rows:
         spent += float(row["cpu_seconds"])
-        index = min(int(float(row["n"]) * bins), bins - 1)
+        index = bin_of(float(row["n"]), bins)
         if index in targets and index not in reached and float(row["e_gb"]) <= targets[index]:
             reached[index] = spent
     return reached
@@ -66,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             for index in range(args.bins):
                 request = GBRequest(system, num_samples=args.batch, steps=args.steps, resample=args.resample,
                                     seed=args.seed + 1000 * round_index + index, target_n=(index + 0.5) / args.bins)
-                generated += [row for _, row in generate_relaxed_gbs(model, request, args.batch)]
+                rows = [row for _, row in generate_relaxed_gbs(model, request, args.batch)]
+                generated += [{**row, "target_bin": index} for row in rows]
             print(f"  round {round_index + 1}/{args.rounds}: {len(generated)} samples", file=sys.stderr)
     else:
         request = GBRequest(system, num_samples=args.samples, steps=args.steps, resample=args.resample,
@@ -85,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     search_time = time_to_reach(search, args.bins, targets)
     generator_time = time_to_reach(generated, args.bins, targets)
     phases = gb_phases(search, args.bins)
-    phase_bins = {min(int(float(r["n"]) * args.bins), args.bins - 1) for r in phases}
+    phase_bins = {bin_of(float(r["n"]), args.bins) for r in phases}
 
     total = sum(r["cpu_seconds"] for r in generated)
     sampling = sum(r["sampling_seconds"] for r in generated)
@@ -118,9 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         reach = "no | " + f"{s_time:.0f} | - | -" if g_time is None else f"yes | {s_time:.0f} | {g_time:.0f} | " \
             f"{s_time / g_time:.1f}x"
         lines.append(f"| {low} | {lowest:.3f} | {mine_text} | {reach} |")
+    if args.rounds:  # how well the [n] conditioning works: samples in the bin they were conditioned on
+        on_target = sum(bin_of(float(r["n"]), args.bins) == r["target_bin"] for r in generated)
+        lines += ["", f"Conditioning on [n]: {on_target} of {len(generated)} samples landed in the bin whose centre "
+                  "they were conditioned on."]
     ground = phases[0] if phases else None
     if ground is not None:
-        index = min(int(float(ground["n"]) * args.bins), args.bins - 1)
+        index = bin_of(float(ground["n"]), args.bins)
         lines += ["", f"Ground state: [n] = {float(ground['n']):.3f}, E_gb = {float(ground['e_gb']):.3f} J/m^2 "
                   f"(search seed {ground['seed']}); generator "
                   + (f"reached it in {generator_time[index]:.0f} CPU s against the search's {search_time[index]:.0f}"
