@@ -22,13 +22,9 @@ from pathlib import Path
 
 import torch
 
-from gcd_core.data.gb_search import gb_phases, lowest_per_n, read_gb_table
+from gcd_core.data.gb_search import gb_phases, lowest_per_n, n_bin, read_gb_table
 from gcd_core.grain_boundaries import GBRequest, generate_relaxed_gbs, plot_gb_energies
 from gcd_core.model import GCDModel
-
-
-def bin_of(n: float, bins: int) -> int:
-    return min(int(n * bins), bins - 1)
 
 
 def time_to_reach(rows: list[dict], bins: int, targets: dict[int, float]) -> dict[int, float]:
@@ -36,7 +32,7 @@ def time_to_reach(rows: list[dict], bins: int, targets: dict[int, float]) -> dic
     reached, spent = {}, 0.0
     for row in rows:
         spent += float(row["cpu_seconds"])
-        index = bin_of(float(row["n"]), bins)
+        index = n_bin(float(row["n"]), bins)
         if index in targets and index not in reached and float(row["e_gb"]) <= targets[index]:
             reached[index] = spent
     return reached
@@ -90,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     search_time = time_to_reach(search, args.bins, targets)
     generator_time = time_to_reach(generated, args.bins, targets)
     phases = gb_phases(search, args.bins)
-    phase_bins = {bin_of(float(r["n"]), args.bins) for r in phases}
+    phase_bins = {n_bin(float(r["n"]), args.bins) for r in phases}
 
     total = sum(r["cpu_seconds"] for r in generated)
     sampling = sum(r["sampling_seconds"] for r in generated)
@@ -124,12 +120,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{s_time / g_time:.1f}x"
         lines.append(f"| {low} | {lowest:.3f} | {mine_text} | {reach} |")
     if args.rounds:  # how well the [n] conditioning works: samples in the bin they were conditioned on
-        on_target = sum(bin_of(float(r["n"]), args.bins) == r["target_bin"] for r in generated)
+        on_target = sum(n_bin(float(r["n"]), args.bins) == r["target_bin"] for r in generated)
         lines += ["", f"Conditioning on [n]: {on_target} of {len(generated)} samples landed in the bin whose centre "
                   "they were conditioned on."]
     ground = phases[0] if phases else None
     if ground is not None:
-        index = bin_of(float(ground["n"]), args.bins)
+        index = n_bin(float(ground["n"]), args.bins)
         lines += ["", f"Ground state: [n] = {float(ground['n']):.3f}, E_gb = {float(ground['e_gb']):.3f} J/m^2 "
                   f"(search seed {ground['seed']}); generator "
                   + (f"reached it in {generator_time[index]:.0f} CPU s against the search's {search_time[index]:.0f}"

@@ -1040,7 +1040,7 @@ def cmd_xanes(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def cmd_gb_search(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """``gcd gb-search``: the grand canonical GB search, resumable, with a summary of the lowest E_gb per [n]."""
-    from gcd_core.data.gb_search import GBSearchSettings, lowest_per_n, rescore_gb_search, run_gb_search
+    from gcd_core.data.gb_search import GBSearchSettings, lowest_per_n, n_bin, rescore_gb_search, run_gb_search
     from gcd_core.data.gb_windows import window_spec
 
     repeat = tuple(args.repeat) if args.repeat else window_spec(args.system).repeat
@@ -1054,7 +1054,7 @@ def cmd_gb_search(args: argparse.Namespace, argv: Sequence[str]) -> int:
                              first_seed=args.first_seed, time_budget=args.time_budget)
     print(f"{args.system}, {repeat[0]} x {repeat[1]} in-plane: {len(rows)} samples in {args.out_dir}")
     print(f"{'[n] bin':>12} {'samples':>8} {'lowest E_gb (J/m^2)':>20} {'[n]':>7} {'seed':>6}")
-    counts = np.bincount([min(int(float(r["n"]) * args.bins), args.bins - 1) for r in rows], minlength=args.bins)
+    counts = np.bincount([n_bin(float(r["n"]), args.bins) for r in rows], minlength=args.bins)
     for index, row in lowest_per_n(rows, args.bins).items():
         low, high = index / args.bins, (index + 1) / args.bins
         print(f"{low:5.2f}-{high:4.2f}  {counts[index]:8d} {float(row['e_gb']):20.4f} {float(row['n']):7.3f} "

@@ -290,11 +290,16 @@ def low_energy_structures(out_dir: str | Path, per_n: int = 4) -> list[Atoms]:
     return structures
 
 
+def n_bin(n: float, bins: int) -> int:
+    """Index of the equal [n] bin (of ``bins`` over [0, 1)) that ``n`` falls in."""
+    return min(int(float(n) * bins), bins - 1)
+
+
 def lowest_per_n(rows: Iterable[dict[str, object]], bins: int) -> dict[int, dict[str, object]]:
     """The lowest-E_gb row in each of ``bins`` equal [n] bins (bin index -> row); bins with no sample left out."""
     best: dict[int, dict[str, object]] = {}
     for row in rows:
-        index = min(int(float(row["n"]) * bins), bins - 1)
+        index = n_bin(float(row["n"]), bins)
         if index not in best or float(row["e_gb"]) < float(best[index]["e_gb"]):
             best[index] = row
     return dict(sorted(best.items()))
