@@ -788,7 +788,9 @@ class GBSettings(param.Parameterized):
 
     system = param.Selector(default=None, objects=[None], allow_None=True, doc="GB system (one of the model's).")
     use_target_n = param.Boolean(
-        default=False, doc="Condition on a target [n] (models trained with --gb-condition-n); off: [n] is free."
+        default=False,
+        doc="Impose a target [n] on the generated slab (models trained with --gb-condition-n are also conditioned "
+        "on it); off: [n] is free.",
     )
     target_n = param.Number(
         default=0.5, bounds=(0.0, 0.99), doc="Target GB atom density [n]: a fraction of a bulk plane, in [0, 1)."
@@ -803,7 +805,7 @@ class GBSettings(param.Parameterized):
     relax = param.Boolean(default=True, doc="Relax every sample with LAMMPS (EAM) and score its E_gb.")
 
     # what the loaded model and this machine offer (set by use_model)
-    n_conditioning = param.Boolean(default=False, doc="The model takes a target [n].")
+    n_conditioning = param.Boolean(default=False, doc="The model was trained conditioned on [n].")
     relax_unavailable = param.String(default="", doc="Why samples cannot be relaxed here ('' when they can).")
 
     def use_model(self, model: GCDModel | None) -> None:
@@ -824,17 +826,10 @@ class GBSettings(param.Parameterized):
         return "" if self.relax else "relaxation off"
 
     def request(self, model: GCDModel) -> GBRequest:
-        """The GB request these settings describe; a target [n] the model cannot take is refused here."""
+        """The GB request these settings describe."""
         if self.system is None:
             raise GCDError("this model offers no GB system to generate")
-        target = None
-        if self.use_target_n:
-            if not has_n_conditioning(model):
-                raise GCDError(
-                    "Target [n] refused: this GB model was not trained with [n] conditioning (it has no "
-                    f"{' / '.join(GB_DENSITY_SCALARS)} scalars). Untick 'Target [n]' to let the model choose [n]."
-                )
-            target = float(self.target_n)
+        target = float(self.target_n) if self.use_target_n else None
         return GBRequest(
             self.system,
             num_samples=self.num_samples,

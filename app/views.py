@@ -267,16 +267,10 @@ class GBSettingsPanel(RunControls):
         )
         self.system.link(settings, value="system")
         self.use_target_n = pn.widgets.Checkbox.from_param(
-            settings.param.use_target_n, name="Target [n] (else the model chooses)", visible=settings.n_conditioning
+            settings.param.use_target_n, name="Target [n] (else the model chooses)"
         )
         self.target_n = pn.widgets.FloatSlider.from_param(
-            settings.param.target_n, label="Target [n]", step=0.01, visible=settings.n_conditioning,
-            disabled=not settings.use_target_n,
-        )
-        self.n_note = pn.pane.Markdown(
-            "This model was not trained with [n] conditioning: [n] comes out of sampling.",
-            visible=not settings.n_conditioning,
-            sizing_mode="stretch_width",
+            settings.param.target_n, label="Target [n]", step=0.01, disabled=not settings.use_target_n
         )
         self.num_samples = pn.widgets.IntSlider.from_param(settings.param.num_samples, label="Samples")
         self.steps = pn.widgets.IntSlider.from_param(settings.param.steps, label="Sampler steps")
@@ -320,7 +314,8 @@ class GBSettingsPanel(RunControls):
         self.system_info.object = (
             f"{system.element} ({system.lattice}), {spec.repeat[0]} × {spec.repeat[1]} in-plane periods: "
             f"{per_plane} atoms per bulk plane, so [n] moves in steps of 1/{per_plane}. The sampler makes the "
-            f"{(stop - start) * edge:.1f} Å slab about the boundary; the grains beside it stay as they are."
+            f"{(stop - start) * edge:.1f} Å slab about the boundary; the grains beside it stay as they are. A "
+            "target [n] is imposed on the slab's atom count; how many whole planes it holds stays the model's choice."
         )
 
     def __panel__(self) -> pn.viewable.Viewable:
@@ -330,7 +325,6 @@ class GBSettingsPanel(RunControls):
             self.system_info,
             self.use_target_n,
             self.target_n,
-            self.n_note,
             self.num_samples,
             self.steps,
             self.sampler,

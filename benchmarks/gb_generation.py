@@ -10,8 +10,9 @@ PNG of E_gb against [n] for both.
     python benchmarks/gb_generation.py assets/gb_sigma5.pt runs/gb_w --rounds 2 --batch 4 --steps 50 \
         --out benchmarks/results/gb_w_sigma5.md --plot docs/gb_w_sigma5.png
 
-``--rounds R`` conditions every sample on a target [n] (R rounds over the bins); ``--samples N`` leaves [n] to
-the model.
+``--rounds R`` gives every sample a target [n] (R rounds over the bins, each bin's batch spread over the [n] values
+it holds), imposed on the generated slab's atom count (``--condition-only``: only conditioned on, for models trained
+with it); ``--samples N`` leaves [n] to the model.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from pathlib import Path
 
 import torch
 
+from gcd_core.data.bicrystal import atoms_per_plane, gb_system
 from gcd_core.data.gb_search import gb_phases, lowest_per_n, n_bin, read_gb_table
-from gcd_core.grain_boundaries import GBRequest, generate_relaxed_gbs, plot_gb_energies
+from gcd_core.data.gb_windows import window_spec
+from gcd_core.grain_boundaries import IMPOSE_N_BELOW, GBRequest, generate_relaxed_gbs, plot_gb_energies
 from gcd_core.model import GCDModel
 
 
@@ -38,13 +41,25 @@ def time_to_reach(rows: list[dict], bins: int, targets: dict[int, float]) -> dic
     return reached
 
 
+def bin_targets(bins: int, per_plane: int, samples: int) -> dict[int, list[tuple[float, int]]]:
+    """Per [n] bin, (target [n], number of samples): ``samples`` spread evenly over the [n] values the bin holds."""
+    targets = {}
+    for index in range(bins):
+        values = [count / per_plane for count in range(per_plane) if n_bin(count / per_plane, bins) == index]
+        shares = [samples // len(values) + (k < samples % len(values)) for k in range(len(values))]
+        targets[index] = [(value, share) for value, share in zip(values, shares, strict=True) if share]
+    return targets
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path, help="GB model (gcd train --gb-search)")
     parser.add_argument("search", type=Path, help="the gcd gb-search folder of the same GB")
     parser.add_argument("--samples", type=int, default=48, help="free samples ([n] left to the model)")
     parser.add_argument("--rounds", type=int, default=0,
-                        help="instead: rounds over the [n] bins, --batch samples per bin conditioned on its centre")
+                        help="instead: rounds over the [n] bins, --batch samples per bin with a target [n] in it")
+    parser.add_argument("--condition-only", action="store_true",
+                        help="--rounds: condition on the bin's centre [n] instead of imposing [n]")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--resample", type=int, default=2)
@@ -62,12 +77,19 @@ def main(argv: list[str] | None = None) -> int:
     model = GCDModel.load(args.model, device="cpu")
     generated = []
     if args.rounds:  # every bin gets its turn in each round, so all bins progress together
+        per_plane = atoms_per_plane(gb_system(system), window_spec(system).repeat)
+        if args.condition_only:
+            targets = {index: [((index + 0.5) / args.bins, args.batch)] for index in range(args.bins)}
+        else:
+            targets = bin_targets(args.bins, per_plane, args.batch)
         for round_index in range(args.rounds):
             for index in range(args.bins):
-                request = GBRequest(system, num_samples=args.batch, steps=args.steps, resample=args.resample,
-                                    seed=args.seed + 1000 * round_index + index, target_n=(index + 0.5) / args.bins)
-                rows = [row for _, row in generate_relaxed_gbs(model, request, args.batch)]
-                generated += [{**row, "target_bin": index} for row in rows]
+                for part, (target, count) in enumerate(targets[index]):
+                    request = GBRequest(system, num_samples=count, steps=args.steps, resample=args.resample,
+                                        seed=args.seed + 1000 * round_index + 10 * index + part, target_n=target,
+                                        impose_n_below=None if args.condition_only else IMPOSE_N_BELOW)
+                    rows = [row for _, row in generate_relaxed_gbs(model, request, args.batch)]
+                    generated += [{**row, "target_bin": index} for row in rows]
             print(f"  round {round_index + 1}/{args.rounds}: {len(generated)} samples", file=sys.stderr)
     else:
         request = GBRequest(system, num_samples=args.samples, steps=args.steps, resample=args.resample,
@@ -94,13 +116,15 @@ def main(argv: list[str] | None = None) -> int:
         f"# {system}: generator vs grand canonical search",
         "",
         f"`python benchmarks/gb_generation.py {args.model} {args.search} "
-        + (f"--rounds {args.rounds}" if args.rounds else f"--samples {args.samples}")
+        + (f"--rounds {args.rounds}" + (" --condition-only" if args.condition_only else "") if args.rounds
+           else f"--samples {args.samples}")
         + f" --batch {args.batch} --steps {args.steps} --resample {args.resample} --bins {args.bins}`",
         "",
         f"Search: {len(search)} samples, {sum(float(r['cpu_seconds']) for r in search):.0f} CPU s. "
         f"Generator: {len(generated)} samples"
-        + (f" ({args.rounds} rounds of {args.batch} per bin, conditioned on the bin's centre [n])" if args.rounds
-           else " ([n] left to the model)")
+        + ((f" ({args.rounds} rounds of {args.batch} per bin, conditioned on the bin's centre [n])"
+            if args.condition_only else f" ({args.rounds} rounds of {args.batch} per bin, [n] imposed, spread over "
+            "the bin's values)") if args.rounds else " ([n] left to the model)")
         + f", {total:.0f} CPU s (sampling + relaxation, one thread; per sample "
         f"{sampling / len(generated):.1f} s sampling + {(total - sampling) / len(generated):.1f} s relaxation). "
         f"Reached: within {args.tolerance} J/m^2 of the search's lowest in the bin. GB phases: bins whose lowest "
@@ -119,10 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         reach = "no | " + f"{s_time:.0f} | - | -" if g_time is None else f"yes | {s_time:.0f} | {g_time:.0f} | " \
             f"{s_time / g_time:.1f}x"
         lines.append(f"| {low} | {lowest:.3f} | {mine_text} | {reach} |")
-    if args.rounds:  # how well the [n] conditioning works: samples in the bin they were conditioned on
+    if args.rounds:  # how well the target [n] holds: samples in the bin they were aimed at
         on_target = sum(n_bin(float(r["n"]), args.bins) == r["target_bin"] for r in generated)
-        lines += ["", f"Conditioning on [n]: {on_target} of {len(generated)} samples landed in the bin whose centre "
-                  "they were conditioned on."]
+        lines += ["", f"Target [n] ({'conditioned on' if args.condition_only else 'imposed'}): {on_target} of "
+                  f"{len(generated)} samples landed in the bin they were aimed at."]
     ground = phases[0] if phases else None
     if ground is not None:
         index = n_bin(float(ground["n"]), args.bins)

@@ -449,7 +449,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, default=50, help="sampler steps")
     p.add_argument("--resample", type=_positive_int, default=2, help="re-noising repeats per step (harmonises)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--target-n", type=float, metavar="N", help="condition on this [n] (models trained with it)")
+    p.add_argument("--target-n", type=float, metavar="N",
+                   help="generate at this [n]: imposed on the slab's atom count late in sampling (whole planes stay "
+                   "free); models trained with --gb-condition-n are also conditioned on it")
+    p.add_argument("--condition-only", action="store_true",
+                   help="--target-n: only condition on it, do not impose it (models trained with it)")
     p.add_argument("--shift", type=float, nargs=3, metavar=("DX", "DY", "DZ"),
                    help="upper grain's translation in A (default: the model's reference)")
     p.add_argument("--search", type=Path, metavar="DIR", help="a gcd gb-search folder to plot beside")
@@ -1070,13 +1074,14 @@ def cmd_gb_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     from gcd_core.checkpoint import DEFAULT_GB_MODEL
     from gcd_core.data.gb_search import read_gb_table
-    from gcd_core.grain_boundaries import GBRequest, generate_relaxed_gbs, plot_gb_energies
+    from gcd_core.grain_boundaries import IMPOSE_N_BELOW, GBRequest, generate_relaxed_gbs, plot_gb_energies
     from gcd_core.model import GCDModel
 
     search = read_gb_table(args.search) if args.search is not None else []  # a bad folder fails before sampling
     model = GCDModel.load(args.model or DEFAULT_GB_MODEL, device=args.device if "device" in args else None)
     request = GBRequest(args.system, num_samples=args.samples, steps=args.steps, resample=args.resample,
-                        seed=args.seed, target_n=args.target_n, shift=args.shift)
+                        seed=args.seed, target_n=args.target_n, shift=args.shift,
+                        impose_n_below=None if args.condition_only else IMPOSE_N_BELOW)
     results = generate_relaxed_gbs(model, request, args.batch)
     (args.out_dir / "structures").mkdir(parents=True, exist_ok=True)
     with (args.out_dir / "gb_generated.csv").open("w", newline="") as handle:

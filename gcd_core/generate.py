@@ -88,10 +88,12 @@ def generate_frames(
     inpaint: Inpaint | None = None,
     gradient_guidance: Callable[[torch.Tensor], torch.Tensor] | None = None,
     gradient_scale: float = 0.0,
+    projection: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> Iterator[Frame]:
     """Run the sampler, yielding a frame (model-space grids) after every step. ``gradient_guidance``
     (``x0_hat -> loss[B]``, e.g. :func:`gcd_core.guidance.spectrum_guidance`) pushes every step's clean
-    estimate downhill, scaled by ``gradient_scale``."""
+    estimate downhill, scaled by ``gradient_scale``; ``projection`` maps every clean estimate onto a
+    constraint (:class:`gcd_core.diffusion.samplers.Denoiser`)."""
     request.validate()
     layout = grid_layout_for(model, request.cell_lengths, request.label, request.fit_to_stride)
     device = model.device
@@ -105,6 +107,7 @@ def generate_frames(
         guidance_scale=request.guidance_scale,
         gradient_guidance=gradient_guidance,
         gradient_scale=gradient_scale,
+        projection=projection,
     )
     sampler = SAMPLERS[request.sampler]
     model.net.eval()

@@ -6,6 +6,10 @@ the GB system (one class per system, each on its own voxels). Generation builds 
 grains at a relative translation: by default the one the model's lowest-energy training GB relaxed to), encodes
 its window, in-paints the GB slab and pastes the result back into the bicrystal, ready to relax
 (``gcd_core.data.gb_search.relax_gb``).
+
+A target [n] is imposed (``SlabCount``): late in sampling every clean estimate keeps, of the slab's sites as
+the decoder reads them, a number of atoms of the wanted [n]; how many whole planes the slab holds stays the
+model's choice. Conditioning the network on [n] alone did not steer it (README, Grain boundaries).
 """
 
 from __future__ import annotations
@@ -21,14 +25,23 @@ import torch
 from ase import Atoms
 
 from gcd_core.data.bicrystal import OVERLAP_FRACTION, bicrystal, gb_density, gb_system
-from gcd_core.data.gb_windows import gb_window, generated_slab, paste_window, window_spec
+from gcd_core.data.gb_windows import (
+    gb_window,
+    generated_slab,
+    in_generated_slab,
+    paste_window,
+    window_bottom,
+    window_spec,
+)
 from gcd_core.diffusion.samplers import Frame, Inpaint
 from gcd_core.errors import GCDError
 from gcd_core.generate import GenerationRequest, decode_frame, generate_frames
 from gcd_core.model import GCDModel
+from gcd_core.representation.grid import VoxelGrid, merge_close_atoms
 
 GB_DENSITY_SCALARS = ("gb_n_cos", "gb_n_sin")  # [n] is periodic: conditioned on its angle on the unit circle
 DEFAULT_THICKNESS = 16.0  # A per grain, as the GB search builds them
+IMPOSE_N_BELOW = 0.3  # noise time below which a target [n] is imposed (0.15-1 gave the same energies; later is cheaper)
 
 
 def gb_density_scalars(n: float) -> dict[str, float]:
@@ -47,7 +60,8 @@ class GBRequest:
     resample: int = 2  # RePaint-style re-noising: lets the generated slab agree with the known grains
     seed: int | None = 0
     shift: Sequence[float] | None = None  # upper grain's translation (A); None: the model's reference
-    target_n: float | None = None  # [n] to condition on (models trained with it)
+    target_n: float | None = None  # [n] to generate: imposed, and conditioned on by models trained with it
+    impose_n_below: float | None = IMPOSE_N_BELOW  # noise time to impose target_n from; None: condition only
     guidance_scale: float = 1.0
     thickness: float = DEFAULT_THICKNESS
 
@@ -85,11 +99,15 @@ def inpainting(model: GCDModel, template: Atoms, num_samples: int) -> tuple[Atom
 def _generation_request(model: GCDModel, request: GBRequest, window: Atoms) -> GenerationRequest:
     scalars = None
     if request.target_n is not None:
-        if not set(GB_DENSITY_SCALARS) <= set(model.conditioning.scalars):
-            raise GCDError("this GB model was not trained with [n] conditioning; leave target_n unset")
         if not 0 <= request.target_n < 1:
             raise GCDError(f"target [n] must lie in [0, 1), got {request.target_n}")
-        scalars = gb_density_scalars(request.target_n)
+        conditioned = set(GB_DENSITY_SCALARS) <= set(model.conditioning.scalars)
+        if request.impose_n_below is None and not conditioned:
+            raise GCDError("this GB model was not trained with [n] conditioning; impose target_n or leave it unset")
+        if request.impose_n_below is not None and not 0 < request.impose_n_below <= 1:
+            raise GCDError(f"impose_n_below is a noise time in (0, 1], got {request.impose_n_below}")
+        if conditioned:
+            scalars = gb_density_scalars(request.target_n)
     return GenerationRequest(
         tuple(float(v) for v in window.cell.lengths()), num_samples=request.num_samples, steps=request.steps,
         sampler=request.sampler, resample=request.resample, seed=request.seed, label=request.system,
@@ -99,12 +117,95 @@ def _generation_request(model: GCDModel, request: GBRequest, window: Atoms) -> G
     )
 
 
+@dataclass
+class SlabCount:
+    """Imposes a GB's [n] on clean estimates ``(x0, t) -> x0`` (model space) at noise times up to ``below``.
+
+    The slab's sites are read as the decoder reads them (occupancy, voxel corner plus offset; of two sites
+    closer than ``merge_distance`` the fuller one, and none near a known atom), and the ``count`` fullest are set
+    full, every other slab voxel empty. ``count`` is the number of slab atoms congruent to ``residue`` modulo
+    ``per_plane`` nearest to what the estimate holds, so the [n] is fixed and the number of whole planes free.
+    """
+
+    system: str
+    grid: VoxelGrid
+    cell_lengths: tuple[float, float, float]
+    slab: tuple[int, int]  # voxel layers along z
+    known: Atoms  # the window's known atoms
+    per_plane: int
+    residue: int
+    merge_distance: float
+    below: float
+
+    CANDIDATE_FLOOR = 0.01  # occupancy under which a voxel is no candidate site
+
+    @classmethod
+    def for_request(cls, model: GCDModel, request: GBRequest, template: Atoms, window: Atoms,
+                    inpaint: Inpaint, merge_distance: float) -> SlabCount:
+        system = request.system
+        grid = model.grid_for(system)
+        if grid.encoding != "sharp" or grid.n_species != 1:
+            raise GCDError("imposing [n] needs a one-species model with the sharp encoding")
+        start, stop = generated_slab(system)
+        known = grid.to_data_space(inpaint.known[:1].float())
+        known[:, grid.occupancy_channels, :, :, start:stop] = 0
+        per_plane = int(template.info["atoms_per_plane"])
+        outside_slab = int((~in_generated_slab(system, template.positions[:, 2] - window_bottom(template))).sum())
+        return cls(system, grid, tuple(float(v) for v in window.cell.lengths()), (start, stop),
+                   grid.decode(known, window.cell.lengths())[0], per_plane,
+                   (int(round(request.target_n * per_plane)) - outside_slab) % per_plane, merge_distance,
+                   float(request.impose_n_below))
+
+    def __call__(self, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return x0 if float(t.max()) > self.below else self.impose(x0)
+
+    def impose(self, x0: torch.Tensor) -> torch.Tensor:
+        """``x0`` with the [n] imposed, at any time (idempotent)."""
+        data = self.grid.to_data_space(x0)
+        for b in range(data.shape[0]):
+            data[b, 0, :, :, self.slab[0]:self.slab[1]] = self._slab_occupancy(data[b])
+        return self.grid.to_model_space(data)
+
+    def _slab_occupancy(self, grid: torch.Tensor) -> torch.Tensor:
+        start, stop = self.slab
+        in_slab = grid[:1].clone()
+        in_slab[:, :, :, :start] = 0
+        in_slab[:, :, :, stop:] = 0
+        index, frac, occupancy = self.grid.sharp_sites(torch.cat([in_slab, grid[1:]]), 0, self.CANDIDATE_FLOOR)
+        # an offset of 1 puts a site on the slab's top face, where pasting counts it as the grain's
+        inside = torch.as_tensor(in_generated_slab(self.system, frac[:, 2] * self.cell_lengths[2]))
+        index, frac, occupancy = index[inside], frac[inside.numpy()], occupancy[inside.numpy()]
+        candidates = Atoms(self.grid.species[0] * len(index), scaled_positions=frac % 1.0,
+                           cell=np.diag(self.cell_lengths), pbc=True)
+        candidates.set_array("occupancy", occupancy)
+        candidates.set_array("site", np.arange(len(index)))
+        known = self.known.copy()
+        known.set_array("occupancy", np.full(len(known), 2.0))  # known atoms win every merge
+        known.set_array("site", np.full(len(known), -1))
+        kept = merge_close_atoms(known + candidates, self.merge_distance)
+        sites = kept.arrays["site"][kept.arrays["site"] >= 0]
+        sites = sites[np.argsort(-occupancy[sites], kind="stable")]
+        present = int((occupancy[sites] > self.grid.threshold).sum())
+        count = self.residue + self.per_plane * round((present - self.residue) / self.per_plane)
+        while count > len(sites):
+            count -= self.per_plane
+        chosen = index[torch.as_tensor(sites[: max(count, 0)], dtype=torch.long)]
+        slab = torch.zeros_like(grid[0, :, :, start:stop])
+        slab[chosen[:, 0], chosen[:, 1], chosen[:, 2] - start] = 1.0
+        return slab
+
+
 def gb_frames(model: GCDModel, request: GBRequest) -> Iterator[tuple[Frame, GenerationRequest, Atoms]]:
     """The in-painting sampler's frames, each with the generation request and the template (for decoding)."""
     template = gb_template(model, request)
     window, inpaint = inpainting(model, template, request.num_samples)
     generation = _generation_request(model, request, window)
-    for frame in generate_frames(model, generation, inpaint=inpaint):
+    projection = None
+    if request.target_n is not None and request.impose_n_below is not None:
+        projection = SlabCount.for_request(model, request, template, window, inpaint, generation.merge_distance)
+    for frame in generate_frames(model, generation, inpaint=inpaint, projection=projection):
+        if projection is not None and frame.done:  # with few steps the last estimate may come before `below`
+            frame.x0 = projection.impose(frame.x0)
         yield frame, generation, template
 
 

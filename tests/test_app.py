@@ -605,7 +605,7 @@ def test_gb_models_are_recognised_and_offer_their_settings(gb_models: dict[str, 
     settings, panel = dashboard.settings, dashboard.settings_panel
     assert dashboard.run.mode == "gb" and isinstance(settings, app_state.GBSettings)
     assert settings.system == "cu_sigma5_tilt" and settings.n_conditioning and settings.relax_unavailable == ""
-    assert panel.use_target_n.visible and panel.target_n.visible and not panel.n_note.visible
+    assert panel.use_target_n.visible and panel.target_n.visible
     assert panel.target_n.disabled  # until Target [n] is ticked
     settings.use_target_n = True
     assert not panel.target_n.disabled
@@ -657,7 +657,7 @@ def test_gb_run_streams_frames_relaxes_scores_and_plots(gb_models: dict[str, Pat
     assert list(table["sample"]) == [0, 1] and len(run.structures) == 2
     for (_, row), atoms in zip(table.iterrows(), run.structures, strict=True):
         assert row["atoms"] == len(atoms) and row["[n]"] == pytest.approx(gb_density(atoms), abs=1e-4)
-        assert 0 <= row["[n]"] < 1
+        assert row["[n]"] == pytest.approx(0.25, abs=1e-4)  # the target [n] is imposed
         if row["relaxed"] == "yes":
             assert np.isfinite(row["E_gb (J/m²)"]) and atoms.info["relaxed"]
             assert atoms.info["e_gb"] == pytest.approx(row["E_gb (J/m²)"], abs=1e-4)
@@ -721,18 +721,17 @@ def test_gb_cancel_while_sampling_and_while_relaxing(gb_models: dict[str, Path])
     assert run.generate_blocking() == "done" and len(run.rows) == 1
 
 
-def test_target_n_is_refused_for_a_model_without_n_conditioning(gb_models: dict[str, Path]) -> None:
+def test_target_n_is_imposed_on_a_model_without_n_conditioning(gb_models: dict[str, Path]) -> None:
     dashboard = make_gb_dashboard(gb_models["plain"], steps=10, samples=1, relax=False)
     settings, panel, run = dashboard.settings, dashboard.settings_panel, dashboard.run
     assert not settings.n_conditioning
-    assert not panel.use_target_n.visible and not panel.target_n.visible and panel.n_note.visible
+    assert panel.use_target_n.visible and panel.target_n.visible
 
-    settings.use_target_n = True  # as a script could: the page offers no such box for this model
-    assert run.generate_blocking() == "error"
-    assert "Target [n] refused" in dashboard.error_message and "not trained with [n]" in dashboard.error_message
-    assert dashboard.alert.visible and not panel.generate_button.disabled and run.rows == []
+    settings.param.update(use_target_n=True, target_n=0.5625)  # 9 of Cu's 16 atoms per plane
+    assert run.generate_blocking() == "done"
+    assert run.rows[0]["[n]"] == pytest.approx(0.5625, abs=1e-4)
 
-    settings.use_target_n = False  # the page stays usable: the next run goes and the alert clears
+    settings.use_target_n = False
     assert run.generate_blocking() == "done"
     assert dashboard.error_message == "" and len(run.rows) == 1
     row = run.rows[0]

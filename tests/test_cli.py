@@ -17,6 +17,7 @@ import torch
 
 from gcd_core.cli import main
 from gcd_core.data.amorphous import DEFAULT_ROOT
+from gcd_core.data.bicrystal import gb_density
 from gcd_core.data.crystals import crystal
 from gcd_core.errors import GCDError
 from gcd_core.io import read_structures, write_structures
@@ -545,6 +546,7 @@ def test_gb_search_train_and_generate_end_to_end(tmp_path: Path, capsys: pytest.
     assert len(rows) == 3 and (out / "e_gb.png").stat().st_size > 1000
     atoms = ase.io.read(out / "structures" / "0.extxyz")
     assert atoms.info["gb_system"] == "cu_sigma5_tilt" and "e_gb" in atoms.info
+    assert gb_density(atoms) == 0.5  # the target [n], imposed
 
 
 def test_gb_commands_refuse_bad_input_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

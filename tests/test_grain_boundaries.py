@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gcd_core.data.bicrystal import GB_SYSTEMS, bicrystal, gb_density, gb_energy
+from gcd_core.data.bicrystal import GB_SYSTEMS, OVERLAP_FRACTION, bicrystal, gb_density, gb_energy
 from gcd_core.data.gb_windows import (
     GB_WINDOWS,
     gb_window,
@@ -80,12 +80,30 @@ def test_inpainting_keeps_every_known_voxel_exactly_and_the_grains_come_back():
     assert [len(a) for a in again] == [len(a) for a in decode_gb(model, frame, generation, template)]
 
 
+@pytest.mark.parametrize("key", sorted(GB_WINDOWS))
+def test_an_imposed_n_holds_for_every_sample_while_the_whole_planes_stay_free(key):
+    """Untrained, the network's slab is noise, so [n] lands anywhere; imposed, every sample has the target [n]
+    after decoding (with the decoder's merging of close atoms)."""
+    model = tiny_gb_model(key)  # no [n] conditioning: imposing needs none
+    per_plane = int(bicrystal(key, GB_WINDOWS[key].repeat).info["atoms_per_plane"])
+    free = generate_gb(model, GBRequest(key, num_samples=4, steps=3, seed=5))
+    target = 3 / per_plane + 0.5
+    imposed = generate_gb(model, GBRequest(key, num_samples=4, steps=3, seed=5, target_n=target))
+    assert any(abs(gb_density(atoms) - target) > 1e-9 for atoms in free)
+    assert [gb_density(atoms) for atoms in imposed] == pytest.approx([target] * 4, abs=1e-9)
+    for atoms in imposed:  # the count was chosen among sites the decoder keeps apart
+        distances = atoms.get_all_distances(mic=True)[np.triu_indices(len(atoms), 1)]
+        assert distances.min() > OVERLAP_FRACTION * GB_SYSTEMS[key].nearest_neighbour - 1e-6
+
+
 def test_gb_requests_name_their_problems():
     model = tiny_gb_model("cu_sigma5_tilt")
     with pytest.raises(GCDError, match="knows the GBs"):
         generate_gb(model, GBRequest("w_sigma5_twist", steps=1))
     with pytest.raises(GCDError, match=r"not trained with \[n\]"):
-        generate_gb(model, GBRequest("cu_sigma5_tilt", steps=1, target_n=0.5))
+        generate_gb(model, GBRequest("cu_sigma5_tilt", steps=1, target_n=0.5, impose_n_below=None))
+    with pytest.raises(GCDError, match="noise time"):
+        generate_gb(model, GBRequest("cu_sigma5_tilt", steps=1, target_n=0.5, impose_n_below=0))
     with pytest.raises(GCDError, match=r"\[0, 1\)"):
         generate_gb(tiny_gb_model("cu_sigma5_tilt", scalars=True), GBRequest("cu_sigma5_tilt", steps=1, target_n=2))
     model.metadata = {}

@@ -59,6 +59,8 @@ class Denoiser:
     ``guidance_scale`` w mixes the conditional and unconditional outputs as ``u + w (c - u)``: 1 is plain
     conditional sampling, 0 unconditional, >1 sharpens the condition. ``gradient_guidance(x0_hat) -> loss[B]``
     (optional) pushes the estimate downhill on a differentiable loss, scaled by ``gradient_scale``.
+    ``projection(x0_hat, t) -> x0_hat`` (optional) maps every clamped estimate onto a constraint the structure
+    must meet, e.g. an atom count (``gcd_core.grain_boundaries.SlabCount``).
 
     ``self_condition``: the net takes its previous estimate (``UNet3D(self_condition=True)``); the denoiser
     keeps the clean grid it returned last and passes it in. A call at a later time than the last one, or on a
@@ -76,6 +78,7 @@ class Denoiser:
         gradient_scale: float = 0.0,
         clip: bool = True,
         self_condition: bool = False,
+        projection: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.net = net
         self.schedule = schedule
@@ -86,6 +89,7 @@ class Denoiser:
         self.gradient_scale = float(gradient_scale)
         self.clip = clip
         self.self_condition = self_condition
+        self.projection = projection
         self._estimate: torch.Tensor | None = None
         self._last_time = float("inf")
 
@@ -118,6 +122,8 @@ class Denoiser:
                 self.reset()
             self._last_time = time
         x0 = self._denoise(x_t, t)
+        if self.projection is not None:
+            x0 = self.projection(x0, t)
         if self.self_condition:
             self._estimate = x0.detach()
         return x0

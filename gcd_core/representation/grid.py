@@ -303,13 +303,21 @@ class VoxelGrid:
         return structures
 
     def _decode_sharp(self, grid: torch.Tensor, s: int) -> tuple[np.ndarray, np.ndarray]:
-        occupancy = grid[s]
-        index = (occupancy > self.threshold).nonzero()
+        _, frac, occupancy = self.sharp_sites(grid, s, self.threshold)
+        return frac, occupancy
+
+    def sharp_sites(
+        self, grid: torch.Tensor, species_index: int, threshold: float
+    ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        """The sites a sharp data-space grid ``[C, X, Y, Z]`` holds for one species at occupancy above
+        ``threshold``: voxel indices ``[N, 3]``, fractional positions (voxel corner plus offset) and occupancies."""
+        occupancy = grid[species_index]
+        index = (occupancy > threshold).nonzero()
         i, j, k = index.unbind(1)
-        offset = grid[self.offset_channels(s)][:, i, j, k].T.clamp(0, 1).double()
+        offset = grid[self.offset_channels(species_index)][:, i, j, k].T.clamp(0, 1).double()
         shape = torch.tensor(occupancy.shape, dtype=torch.float64, device=grid.device)
         frac = (index.double() + offset) / shape
-        return frac.cpu().numpy(), occupancy[i, j, k].double().cpu().numpy()
+        return index, frac.cpu().numpy(), occupancy[i, j, k].double().cpu().numpy()
 
     def _decode_smooth(self, field: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         field = field.double()
