@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from ase import Atoms
+from ase.data import atomic_numbers
 
 from gcd_core.data.bicrystal import OVERLAP_FRACTION, bicrystal, gb_density, gb_system
 from gcd_core.data.gb_windows import (
@@ -175,8 +176,8 @@ class SlabCount:
         # an offset of 1 puts a site on the slab's top face, where pasting counts it as the grain's
         inside = torch.as_tensor(in_generated_slab(self.system, frac[:, 2] * self.cell_lengths[2]))
         index, frac, occupancy = index[inside], frac[inside.numpy()], occupancy[inside.numpy()]
-        candidates = Atoms(self.grid.species[0] * len(index), scaled_positions=frac % 1.0,
-                           cell=np.diag(self.cell_lengths), pbc=True)
+        candidates = Atoms(numbers=np.full(len(index), atomic_numbers[self.grid.species[0]]),
+                           scaled_positions=frac % 1.0, cell=np.diag(self.cell_lengths), pbc=True)
         candidates.set_array("occupancy", occupancy)
         candidates.set_array("site", np.arange(len(index)))
         known = self.known.copy()

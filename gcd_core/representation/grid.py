@@ -472,19 +472,18 @@ def merge_close_atoms(atoms: Atoms, distance: float) -> Atoms:
         first, second = np.concatenate([pairs[:, 0], pairs[:, 1]]), np.concatenate([pairs[:, 1], pairs[:, 0]])
     else:
         first, second = neighbor_list("ij", atoms, distance, self_interaction=False)
+    keep = first != second  # an atom's own periodic image (cells shorter than ``distance``) is no rival
+    first, second = first[keep], second[keep]
     if len(first) == 0:
         return atoms
     occupancy = atoms.arrays.get("occupancy", np.ones(len(atoms)))
+    order = np.argsort(first, kind="stable")  # neighbours of atom a: second[starts[a]:starts[a + 1]]
+    second = second[order]
+    starts = np.searchsorted(first[order], np.arange(len(atoms) + 1))
     removed = np.zeros(len(atoms), dtype=bool)
-    neighbours: dict[int, list[int]] = {}
-    for a, b in zip(first, second, strict=True):
-        neighbours.setdefault(int(a), []).append(int(b))
     for atom in np.argsort(-occupancy, kind="stable"):
-        if removed[atom]:
-            continue
-        for other in neighbours.get(int(atom), []):
-            if other != atom:  # an atom's own periodic image (cells shorter than ``distance``) is no rival
-                removed[other] = True
+        if not removed[atom]:
+            removed[second[starts[atom]:starts[atom + 1]]] = True
     return atoms[~removed]
 
 
