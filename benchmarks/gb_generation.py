@@ -10,9 +10,9 @@ PNG of E_gb against [n] for both.
     python benchmarks/gb_generation.py assets/gb_sigma5.pt runs/gb_w --rounds 2 --batch 4 --steps 50 \
         --out benchmarks/results/gb_w_sigma5.md --plot docs/gb_w_sigma5.png
 
-``--rounds R`` gives every sample a target [n] (R rounds over the bins, each bin's batch spread over the [n] values
-it holds), imposed on the generated slab's atom count (``--condition-only``: only conditioned on, for models trained
-with it); ``--samples N`` leaves [n] to the model.
+``--rounds R`` gives every sample a target [n] (R rounds over the bins; a bin's batch aims at one of the [n] values
+the bin holds, the next value in the next round), imposed on the generated slab's atom count
+(``--condition-only``: only conditioned on, for models trained with it); ``--samples N`` leaves [n] to the model.
 """
 
 from __future__ import annotations
@@ -41,14 +41,11 @@ def time_to_reach(rows: list[dict], bins: int, targets: dict[int, float]) -> dic
     return reached
 
 
-def bin_targets(bins: int, per_plane: int, samples: int) -> dict[int, list[tuple[float, int]]]:
-    """Per [n] bin, (target [n], number of samples): ``samples`` spread evenly over the [n] values the bin holds."""
-    targets = {}
-    for index in range(bins):
-        values = [count / per_plane for count in range(per_plane) if n_bin(count / per_plane, bins) == index]
-        shares = [samples // len(values) + (k < samples % len(values)) for k in range(len(values))]
-        targets[index] = [(value, share) for value, share in zip(values, shares, strict=True) if share]
-    return targets
+def bin_target(index: int, bins: int, per_plane: int, round_index: int) -> float:
+    """The target [n] of bin ``index`` in round ``round_index``: the bin's [n] values (whole atoms of a plane of
+    ``per_plane``) taken in turn."""
+    values = [count / per_plane for count in range(per_plane) if n_bin(count / per_plane, bins) == index]
+    return values[round_index % len(values)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,18 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     generated = []
     if args.rounds:  # every bin gets its turn in each round, so all bins progress together
         per_plane = atoms_per_plane(gb_system(system), window_spec(system).repeat)
-        if args.condition_only:
-            targets = {index: [((index + 0.5) / args.bins, args.batch)] for index in range(args.bins)}
-        else:
-            targets = bin_targets(args.bins, per_plane, args.batch)
         for round_index in range(args.rounds):
             for index in range(args.bins):
-                for part, (target, count) in enumerate(targets[index]):
-                    request = GBRequest(system, num_samples=count, steps=args.steps, resample=args.resample,
-                                        seed=args.seed + 1000 * round_index + 10 * index + part, target_n=target,
-                                        impose_n_below=None if args.condition_only else IMPOSE_N_BELOW)
-                    rows = [row for _, row in generate_relaxed_gbs(model, request, args.batch)]
-                    generated += [{**row, "target_bin": index} for row in rows]
+                if args.condition_only:
+                    target = (index + 0.5) / args.bins
+                else:
+                    target = bin_target(index, args.bins, per_plane, round_index)
+                request = GBRequest(system, num_samples=args.batch, steps=args.steps, resample=args.resample,
+                                    seed=args.seed + 1000 * round_index + index, target_n=target,
+                                    impose_n_below=None if args.condition_only else IMPOSE_N_BELOW)
+                rows = [row for _, row in generate_relaxed_gbs(model, request, args.batch)]
+                generated += [{**row, "target_bin": index} for row in rows]
             print(f"  round {round_index + 1}/{args.rounds}: {len(generated)} samples", file=sys.stderr)
     else:
         request = GBRequest(system, num_samples=args.samples, steps=args.steps, resample=args.resample,
@@ -123,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Search: {len(search)} samples, {sum(float(r['cpu_seconds']) for r in search):.0f} CPU s. "
         f"Generator: {len(generated)} samples"
         + ((f" ({args.rounds} rounds of {args.batch} per bin, conditioned on the bin's centre [n])"
-            if args.condition_only else f" ({args.rounds} rounds of {args.batch} per bin, [n] imposed, spread over "
-            "the bin's values)") if args.rounds else " ([n] left to the model)")
+            if args.condition_only else f" ({args.rounds} rounds of {args.batch} per bin, [n] imposed, the bin's "
+            "values in turn)") if args.rounds else " ([n] left to the model)")
         + f", {total:.0f} CPU s (sampling + relaxation, one thread; per sample "
         f"{sampling / len(generated):.1f} s sampling + {(total - sampling) / len(generated):.1f} s relaxation). "
         f"Reached: within {args.tolerance} J/m^2 of the search's lowest in the bin. GB phases: bins whose lowest "
