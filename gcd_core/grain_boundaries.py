@@ -42,7 +42,7 @@ from gcd_core.representation.grid import VoxelGrid, merge_close_atoms
 
 GB_DENSITY_SCALARS = ("gb_n_cos", "gb_n_sin")  # [n] is periodic: conditioned on its angle on the unit circle
 DEFAULT_THICKNESS = 16.0  # A per grain, as the GB search builds them
-IMPOSE_N_BELOW = 0.3  # noise time below which a target [n] is imposed (0.15-1 gave the same energies; later is cheaper)
+IMPOSE_N_BELOW = 0.3  # noise time below which a target [n] is imposed (0.15-1 gave similar energies; later is cheaper)
 
 
 def gb_density_scalars(n: float) -> dict[str, float]:
@@ -167,6 +167,10 @@ class SlabCount:
             data[b, 0, :, :, self.slab[0]:self.slab[1]] = self._slab_occupancy(data[b])
         return self.grid.to_model_space(data)
 
+    def count_for(self, present: int) -> int:
+        """The slab's atom count for an estimate holding ``present``: the nearest with the wanted [n]."""
+        return self.residue + self.per_plane * round((present - self.residue) / self.per_plane)
+
     def _slab_occupancy(self, grid: torch.Tensor) -> torch.Tensor:
         start, stop = self.slab
         in_slab = grid[:1].clone()
@@ -174,8 +178,8 @@ class SlabCount:
         in_slab[:, :, :, stop:] = 0
         index, frac, occupancy = self.grid.sharp_sites(torch.cat([in_slab, grid[1:]]), 0, self.CANDIDATE_FLOOR)
         # an offset of 1 puts a site on the slab's top face, where pasting counts it as the grain's
-        inside = torch.as_tensor(in_generated_slab(self.system, frac[:, 2] * self.cell_lengths[2]))
-        index, frac, occupancy = index[inside], frac[inside.numpy()], occupancy[inside.numpy()]
+        inside = in_generated_slab(self.system, frac[:, 2] * self.cell_lengths[2])
+        index, frac, occupancy = index[torch.from_numpy(inside)], frac[inside], occupancy[inside]
         candidates = Atoms(numbers=np.full(len(index), atomic_numbers[self.grid.species[0]]),
                            scaled_positions=frac % 1.0, cell=np.diag(self.cell_lengths), pbc=True)
         candidates.set_array("occupancy", occupancy)
@@ -186,8 +190,7 @@ class SlabCount:
         kept = merge_close_atoms(known + candidates, self.merge_distance)
         sites = kept.arrays["site"][kept.arrays["site"] >= 0]
         sites = sites[np.argsort(-occupancy[sites], kind="stable")]
-        present = int((occupancy[sites] > self.grid.threshold).sum())
-        count = self.residue + self.per_plane * round((present - self.residue) / self.per_plane)
+        count = self.count_for(int((occupancy[sites] > self.grid.threshold).sum()))
         while count > len(sites):
             count -= self.per_plane
         chosen = index[torch.as_tensor(sites[: max(count, 0)], dtype=torch.long)]

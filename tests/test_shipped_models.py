@@ -90,12 +90,18 @@ def test_shipped_carbon_model_bonds_like_the_training_cells():
 GB_MODEL = ASSETS / "gb_sigma5.pt"
 
 
-@pytest.mark.parametrize("system", ["cu_sigma5_tilt", "w_sigma5_twist"])
-def test_shipped_gb_model_in_paints_a_boundary_that_relaxes_to_a_low_energy_without_overlaps(system):
+@pytest.mark.parametrize(
+    ("system", "target"),
+    [("cu_sigma5_tilt", None), ("w_sigma5_twist", None), ("cu_sigma5_tilt", 0.5), ("w_sigma5_twist", 0.225)],
+)
+def test_shipped_gb_model_in_paints_a_boundary_that_relaxes_to_a_low_energy_without_overlaps(system, target):
     """Two in-painted GBs per system, relaxed with LAMMPS: no atom closer than 0.8 of the bulk nearest-neighbour
     distance, and an energy of a boundary rather than of debris: below 1.5x the lowest E_gb the model trained on
-    (an untrained model's slab relaxes to 3.3x for Cu). How close the samples come to the search's lowest is the
-    benchmark's business (benchmarks/gb_generation.py), not a test's."""
+    (an untrained model's slab relaxes to 3.3x for Cu). With a target [n] (each system's ground state's): that
+    [n] in every sample, and the lower of the two energies below 1.5x, because at W's ground-state [n] about one
+    sample in eight is debris (~7 J/m^2) whether [n] is imposed or only conditioned on (8 samples each, session
+    16). How close the samples come to the search's lowest is the benchmark's business
+    (benchmarks/gb_generation.py), not a test's."""
     from ase.neighborlist import neighbor_list
 
     from gcd_core.data.bicrystal import gb_system
@@ -107,7 +113,11 @@ def test_shipped_gb_model_in_paints_a_boundary_that_relaxes_to_a_low_energy_with
     model = GCDModel.load(GB_MODEL, device="cpu")
     nearest = gb_system(system).nearest_neighbour
     lowest = model.metadata["data"]["lowest_e_gb"][system]
-    results = generate_relaxed_gbs(model, GBRequest(system, num_samples=2, steps=30, resample=2, seed=0))
+    request = GBRequest(system, num_samples=2, steps=30, resample=2, seed=0, target_n=target)
+    results = generate_relaxed_gbs(model, request)
     for atoms, row in results:
         assert neighbor_list("d", atoms, 0.8 * nearest).size == 0, f"atoms closer than 0.8 nn in sample {row}"
-        assert row["e_gb"] < 1.5 * lowest, row
+        assert target is None or row["n"] == pytest.approx(target, abs=1e-9), row
+    energies = [row["e_gb"] for _, row in results]
+    assert (max(energies) if target is None else min(energies)) < 1.5 * lowest, energies
+
