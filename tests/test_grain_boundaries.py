@@ -81,7 +81,7 @@ def test_inpainting_keeps_every_known_voxel_exactly_and_the_grains_come_back():
 
 
 @pytest.mark.parametrize("key", sorted(GB_WINDOWS))
-def test_an_imposed_n_holds_for_every_sample_while_the_whole_planes_stay_free(key):
+def test_an_imposed_n_holds_for_every_decoded_sample(key):
     """Untrained, the network's slab is noise, so [n] lands anywhere; imposed, every sample has the target [n]
     after decoding (with the decoder's merging of close atoms)."""
     model = tiny_gb_model(key)  # no [n] conditioning: imposing needs none
