@@ -42,7 +42,8 @@ from gcd_core.representation.grid import VoxelGrid, merge_close_atoms
 
 GB_DENSITY_SCALARS = ("gb_n_cos", "gb_n_sin")  # [n] is periodic: conditioned on its angle on the unit circle
 DEFAULT_THICKNESS = 16.0  # A per grain, as the GB search builds them
-IMPOSE_N_BELOW = 0.3  # noise time below which a target [n] is imposed (0.15-1 gave similar energies; later is cheaper)
+IMPOSE_N_BELOW = 0.3  # noise time below which [n] is imposed (0.15-1 gave similar Cu energies, later is cheaper:
+# benchmarks/results/gb_impose_n_session16_cpu.md)
 
 
 def gb_density_scalars(n: float) -> dict[str, float]:
@@ -130,9 +131,8 @@ class SlabCount:
 
     system: str
     grid: VoxelGrid
-    cell_lengths: tuple[float, float, float]
     slab: tuple[int, int]  # voxel layers along z
-    known: Atoms  # the window's known atoms
+    known: Atoms  # the window's atoms outside the slab (its cell is the window's)
     per_plane: int
     residue: int
     merge_distance: float
@@ -142,19 +142,15 @@ class SlabCount:
 
     @classmethod
     def for_request(cls, model: GCDModel, request: GBRequest, template: Atoms, window: Atoms,
-                    inpaint: Inpaint, merge_distance: float) -> SlabCount:
+                    merge_distance: float) -> SlabCount:
         system = request.system
         grid = model.grid_for(system)
         if grid.encoding != "sharp" or grid.n_species != 1:
             raise GCDError("imposing [n] needs a one-species model with the sharp encoding")
-        start, stop = generated_slab(system)
-        known = grid.to_data_space(inpaint.known[:1].float())
-        known[:, grid.occupancy_channels, :, :, start:stop] = 0
         per_plane = int(template.info["atoms_per_plane"])
         outside_slab = int((~in_generated_slab(system, template.positions[:, 2] - window_bottom(template))).sum())
-        return cls(system, grid, tuple(float(v) for v in window.cell.lengths()), (start, stop),
-                   grid.decode(known, window.cell.lengths())[0], per_plane,
-                   (int(round(request.target_n * per_plane)) - outside_slab) % per_plane, merge_distance,
+        return cls(system, grid, generated_slab(system), window[~in_generated_slab(system, window.positions[:, 2])],
+                   per_plane, (int(round(request.target_n * per_plane)) - outside_slab) % per_plane, merge_distance,
                    float(request.impose_n_below))
 
     def __call__(self, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -178,10 +174,10 @@ class SlabCount:
         in_slab[:, :, :, stop:] = 0
         index, frac, occupancy = self.grid.sharp_sites(torch.cat([in_slab, grid[1:]]), 0, self.CANDIDATE_FLOOR)
         # an offset of 1 puts a site on the slab's top face, where pasting counts it as the grain's
-        inside = in_generated_slab(self.system, frac[:, 2] * self.cell_lengths[2])
+        inside = in_generated_slab(self.system, frac[:, 2] * self.known.cell.lengths()[2])
         index, frac, occupancy = index[torch.from_numpy(inside)], frac[inside], occupancy[inside]
         candidates = Atoms(numbers=np.full(len(index), atomic_numbers[self.grid.species[0]]),
-                           scaled_positions=frac % 1.0, cell=np.diag(self.cell_lengths), pbc=True)
+                           scaled_positions=frac % 1.0, cell=self.known.cell, pbc=True)
         candidates.set_array("occupancy", occupancy)
         candidates.set_array("site", np.arange(len(index)))
         known = self.known.copy()
@@ -206,7 +202,7 @@ def gb_frames(model: GCDModel, request: GBRequest) -> Iterator[tuple[Frame, Gene
     generation = _generation_request(model, request, window)
     projection = None
     if request.target_n is not None and request.impose_n_below is not None:
-        projection = SlabCount.for_request(model, request, template, window, inpaint, generation.merge_distance)
+        projection = SlabCount.for_request(model, request, template, window, generation.merge_distance)
     for frame in generate_frames(model, generation, inpaint=inpaint, projection=projection):
         if projection is not None and frame.done:  # with few steps the last estimate may come before `below`
             frame.x0 = projection.impose(frame.x0)
