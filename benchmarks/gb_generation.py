@@ -13,11 +13,17 @@ PNG of E_gb against [n] for both.
 ``--rounds R`` gives every sample a target [n] (R rounds over the bins; a bin's batch aims at one of the [n] values
 the bin holds, the next value in the next round), imposed on the generated slab's atom count
 (``--condition-only``: only conditioned on, for models trained with it); ``--samples N`` leaves [n] to the model.
+``--refine K`` then takes K more rounds over the bins in which the ``--parents`` lowest-E_gb GBs of each bin so far
+each get ``--children`` variations at their own [n] (partial diffusion from ``--refine-time``,
+``gcd_core.grain_boundaries.refine_relaxed_gbs``): a search driven by the model alone. With ``--samples`` instead,
+``--refine K`` varies the lowest GBs of all so far with their atom count free (``evolve_gbs``, grand canonical).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import math
 import sys
 from pathlib import Path
 
@@ -26,7 +32,15 @@ import torch
 from gcd_core.data.bicrystal import atoms_per_plane, gb_system
 from gcd_core.data.gb_search import gb_phases, lowest_per_n, n_bin, read_gb_table
 from gcd_core.data.gb_windows import window_spec
-from gcd_core.grain_boundaries import IMPOSE_N_BELOW, GBRequest, generate_relaxed_gbs, plot_gb_energies
+from gcd_core.grain_boundaries import (
+    IMPOSE_N_BELOW,
+    REFINE_START_TIME,
+    GBRequest,
+    evolve_gbs,
+    generate_relaxed_gbs,
+    plot_gb_energies,
+    refine_relaxed_gbs,
+)
 from gcd_core.model import GCDModel
 
 
@@ -41,11 +55,25 @@ def time_to_reach(rows: list[dict], bins: int, targets: dict[int, float]) -> dic
     return reached
 
 
-def bin_target(index: int, bins: int, per_plane: int, round_index: int) -> float:
-    """The target [n] of bin ``index`` in round ``round_index``: the bin's [n] values (whole atoms of a plane of
+def bin_target(index: int, bins: int, per_plane: int, turn: int) -> float:
+    """The target [n] of bin ``index`` at its ``turn``-th aim: the bin's [n] values (whole atoms of a plane of
     ``per_plane``) taken in turn."""
     values = [count / per_plane for count in range(per_plane) if n_bin(count / per_plane, bins) == index]
-    return values[round_index % len(values)]
+    return values[turn % len(values)]
+
+
+def how_generated(args: argparse.Namespace) -> str:
+    """The generator's sampling plan, in words."""
+    if not args.rounds:
+        plan = "[n] left to the model"
+        refine = f"; then {args.refine} rounds of {args.children} variations of the {args.parents} lowest so far"
+        return plan + (refine + ", [n] free" if args.refine else "")
+    plan = f"{args.rounds} rounds of {args.batch} per bin, "
+    if args.condition_only:
+        return plan + "conditioned on the bin's centre [n]"
+    plan += "[n] imposed, the bin's values in turn" + (" sample by sample" if args.spread else "")
+    refine = f"; then {args.refine} rounds of {args.children} variations of each bin's {args.parents} lowest"
+    return plan + (refine if args.refine else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,6 +85,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead: rounds over the [n] bins, --batch samples per bin with a target [n] in it")
     parser.add_argument("--condition-only", action="store_true",
                         help="--rounds: condition on the bin's centre [n] instead of imposing [n]")
+    parser.add_argument("--spread", action="store_true",
+                        help="--rounds: each sample of a bin's batch aims at the bin's next [n] value (default: "
+                        "the whole batch at one value per round)")
+    parser.add_argument("--refine", type=int, default=0, metavar="K",
+                        help="--rounds: then K rounds of variations of each bin's lowest GBs so far")
+    parser.add_argument("--parents", type=int, default=2, help="--refine: GBs varied per bin and round")
+    parser.add_argument("--children", type=int, default=2, help="--refine: variations per parent")
+    parser.add_argument("--refine-time", type=float, default=REFINE_START_TIME,
+                        help="--refine: noise time the parent's GB slab is taken back to")
+    parser.add_argument("--rows", type=Path, help="CSV of every generated sample")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--resample", type=int, default=2)
@@ -72,31 +110,65 @@ def main(argv: list[str] | None = None) -> int:
     search = sorted(read_gb_table(args.search), key=lambda r: int(r["seed"]))
     system = str(search[0]["gb_system"])
     model = GCDModel.load(args.model, device="cpu")
-    generated = []
+    if args.spread and (args.condition_only or not args.rounds):
+        parser.error("--spread aims imposed --rounds samples")
+    if args.refine and args.condition_only:
+        parser.error("--refine imposes each parent's [n] (with --rounds) or leaves it free (with --samples)")
+    generated, pool = [], []
     if args.rounds:  # every bin gets its turn in each round, so all bins progress together
         per_plane = atoms_per_plane(gb_system(system), window_spec(system).repeat)
         for round_index in range(args.rounds):
             for index in range(args.bins):
                 if args.condition_only:
-                    target = (index + 0.5) / args.bins
+                    targets = [(index + 0.5) / args.bins]
+                elif args.spread:  # each sample of the batch at the bin's next [n] value
+                    targets = [bin_target(index, args.bins, per_plane, round_index * args.batch + i)
+                               for i in range(args.batch)]
                 else:
-                    target = bin_target(index, args.bins, per_plane, round_index)
-                request = GBRequest(system, num_samples=args.batch, steps=args.steps, resample=args.resample,
-                                    seed=args.seed + 1000 * round_index + index, target_n=target,
-                                    impose_n_below=None if args.condition_only else IMPOSE_N_BELOW)
-                rows = [row for _, row in generate_relaxed_gbs(model, request, args.batch)]
-                generated += [{**row, "target_bin": index} for row in rows]
-            print(f"  round {round_index + 1}/{args.rounds}: {len(generated)} samples", file=sys.stderr)
+                    targets = [bin_target(index, args.bins, per_plane, round_index)]
+                for i, target in enumerate(targets):
+                    seed = args.seed + 1000 * round_index + (index if len(targets) == 1 else 50 * index + i)
+                    request = GBRequest(system, num_samples=args.batch // len(targets), steps=args.steps,
+                                        resample=args.resample, seed=seed, target_n=target,
+                                        impose_n_below=None if args.condition_only else IMPOSE_N_BELOW)
+                    for atoms, row in generate_relaxed_gbs(model, request, args.batch):
+                        pool.append((atoms, {**row, "sample": len(pool), "target_bin": index}))
+            print(f"  round {round_index + 1}/{args.rounds}: {len(pool)} samples", file=sys.stderr)
+        for round_index in range(args.refine):
+            for index in range(args.bins):
+                ranked = sorted((item for item in pool if item[1]["target_bin"] == index
+                                 and math.isfinite(item[1]["e_gb"])), key=lambda item: item[1]["e_gb"])
+                for rank, (parent, row) in enumerate(ranked[:args.parents]):
+                    parent.info["sample"] = row["sample"]
+                    request = GBRequest(system, num_samples=args.children, steps=args.steps, resample=args.resample,
+                                        seed=args.seed + 100_000 * (round_index + 1) + 1000 * index + rank,
+                                        target_n=float(row["n"]))
+                    for atoms, child in refine_relaxed_gbs(model, parent, request, args.refine_time, len(pool)):
+                        pool.append((atoms, {**child, "target_bin": index}))
+            print(f"  refinement round {round_index + 1}/{args.refine}: {len(pool)} samples", file=sys.stderr)
+        generated = [row for _, row in pool]
     else:
         request = GBRequest(system, num_samples=args.samples, steps=args.steps, resample=args.resample,
                             seed=args.seed)
 
         def progress(done: int) -> None:
-            print(f"  generated and relaxed {done}/{args.samples}", file=sys.stderr)
+            print(f"  {done}/{args.refine} rounds of variations" if args.refine
+                  else f"  generated and relaxed {done}/{args.samples}", file=sys.stderr)
 
-        generated = [row for _, row in generate_relaxed_gbs(model, request, args.batch, progress)]
+        if args.refine:  # grand canonical: the variations' atom counts are free too
+            results = evolve_gbs(model, request, args.refine, args.parents, args.children, args.refine_time,
+                                 args.batch, progress)
+        else:
+            results = generate_relaxed_gbs(model, request, args.batch, progress)
+        generated = [row for _, row in results]
     for number, row in enumerate(generated):
         row["sample"] = number
+    if args.rows:
+        args.rows.parent.mkdir(parents=True, exist_ok=True)
+        with args.rows.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(generated[0]))
+            writer.writeheader()
+            writer.writerows(generated)
 
     best_search = lowest_per_n(search, args.bins)
     best_generated = lowest_per_n(generated, args.bins)
@@ -112,15 +184,15 @@ def main(argv: list[str] | None = None) -> int:
         f"# {system}: generator vs grand canonical search",
         "",
         f"`python benchmarks/gb_generation.py {args.model} {args.search} "
-        + (f"--rounds {args.rounds}" + (" --condition-only" if args.condition_only else "") if args.rounds
-           else f"--samples {args.samples}")
+        + (f"--rounds {args.rounds}" + (" --condition-only" if args.condition_only else "")
+           + (" --spread" if args.spread else "")
+           if args.rounds else f"--samples {args.samples}")
+        + (f" --refine {args.refine} --parents {args.parents} --children {args.children} --refine-time "
+           f"{args.refine_time}" if args.refine else "")
         + f" --batch {args.batch} --steps {args.steps} --resample {args.resample} --bins {args.bins}`",
         "",
         f"Search: {len(search)} samples, {sum(float(r['cpu_seconds']) for r in search):.0f} CPU s. "
-        f"Generator: {len(generated)} samples"
-        + ((f" ({args.rounds} rounds of {args.batch} per bin, conditioned on the bin's centre [n])"
-            if args.condition_only else f" ({args.rounds} rounds of {args.batch} per bin, [n] imposed, the bin's "
-            "values in turn)") if args.rounds else " ([n] left to the model)")
+        f"Generator: {len(generated)} samples ({how_generated(args)})"
         + f", {total:.0f} CPU s (sampling + relaxation, one thread; per sample "
         f"{sampling / len(generated):.1f} s sampling + {(total - sampling) / len(generated):.1f} s relaxation). "
         f"Reached: within {args.tolerance} J/m^2 of the search's lowest in the bin. GB phases: bins whose lowest "

@@ -61,6 +61,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, got {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -456,6 +463,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--target-n: only condition on it, do not impose it (models trained with it)")
     p.add_argument("--shift", type=float, nargs=3, metavar=("DX", "DY", "DZ"),
                    help="upper grain's translation in A (default: the model's reference)")
+    p.add_argument("--refine", type=_non_negative_int, default=0, metavar="ROUNDS",
+                   help="then ROUNDS rounds in which the --parents lowest-energy GBs so far each get --children "
+                   "variations: the GB slab noised back to --refine-time and in-painted again (partial diffusion; "
+                   "--target-n holds, else the atom count stays free)")
+    p.add_argument("--parents", type=_positive_int, default=2, help="--refine: GBs varied per round")
+    p.add_argument("--children", type=_positive_int, default=2, help="--refine: variations per parent")
+    p.add_argument("--refine-time", type=float, metavar="T",
+                   help="--refine: noise time in (0, 1] a parent's slab is taken back to (default 0.4)")
     p.add_argument("--search", type=Path, metavar="DIR", help="a gcd gb-search folder to plot beside")
     p.add_argument("--plot", type=Path, metavar="PNG", help="write E_gb against [n]")
     p.set_defaults(func=cmd_gb_generate)
@@ -1074,7 +1089,7 @@ def cmd_gb_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     from gcd_core.checkpoint import DEFAULT_GB_MODEL
     from gcd_core.data.gb_search import read_gb_table
-    from gcd_core.grain_boundaries import IMPOSE_N_BELOW, GBRequest, generate_relaxed_gbs, plot_gb_energies
+    from gcd_core.grain_boundaries import IMPOSE_N_BELOW, REFINE_START_TIME, GBRequest, evolve_gbs, plot_gb_energies
     from gcd_core.model import GCDModel
 
     search = read_gb_table(args.search) if args.search is not None else []  # a bad folder fails before sampling
@@ -1082,18 +1097,21 @@ def cmd_gb_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     request = GBRequest(args.system, num_samples=args.samples, steps=args.steps, resample=args.resample,
                         seed=args.seed, target_n=args.target_n, shift=args.shift,
                         impose_n_below=None if args.condition_only else IMPOSE_N_BELOW)
-    results = generate_relaxed_gbs(model, request, args.batch)
+    refine_time = REFINE_START_TIME if args.refine_time is None else args.refine_time
+    results = evolve_gbs(model, request, args.refine, args.parents, args.children, refine_time, args.batch)
     (args.out_dir / "structures").mkdir(parents=True, exist_ok=True)
     with (args.out_dir / "gb_generated.csv").open("w", newline="") as handle:
-        columns = ["sample", "n", "n_atoms", "e_gb", "cpu_seconds", "sampling_seconds"]
+        columns = ["sample", "n", "n_atoms", "e_gb", "cpu_seconds", "sampling_seconds", "parent"]
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for atoms, row in results:
             writer.writerow(row)
             write(args.out_dir / "structures" / f"{row['sample']}.extxyz", atoms, format="extxyz")
-    print(f"{'sample':>6} {'atoms':>6} {'[n]':>6} {'E_gb (J/m^2)':>13} {'CPU s':>7}")
+    print(f"{'sample':>6} {'parent':>6} {'atoms':>6} {'[n]':>6} {'E_gb (J/m^2)':>13} {'CPU s':>7}")
     for _, row in results:
-        print(f"{row['sample']:6d} {row['n_atoms']:6d} {row['n']:6.3f} {row['e_gb']:13.4f} {row['cpu_seconds']:7.1f}")
+        parent = "-" if row["parent"] < 0 else str(row["parent"])
+        print(f"{row['sample']:6d} {parent:>6} {row['n_atoms']:6d} {row['n']:6.3f} {row['e_gb']:13.4f} "
+              f"{row['cpu_seconds']:7.1f}")
     best = min(results, key=lambda item: item[1]["e_gb"])[1]
     print(f"lowest E_gb {best['e_gb']:.4f} J/m^2 at [n] = {best['n']:.3f}; wrote {args.out_dir}")
     if args.plot is not None:

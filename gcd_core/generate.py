@@ -89,17 +89,28 @@ def generate_frames(
     gradient_guidance: Callable[[torch.Tensor], torch.Tensor] | None = None,
     gradient_scale: float = 0.0,
     projection: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    start: torch.Tensor | None = None,
+    start_time: float = 1.0,
 ) -> Iterator[Frame]:
     """Run the sampler, yielding a frame (model-space grids) after every step. ``gradient_guidance``
     (``x0_hat -> loss[B]``, e.g. :func:`gcd_core.guidance.spectrum_guidance`) pushes every step's clean
     estimate downhill, scaled by ``gradient_scale``; ``projection`` maps every clean estimate onto a
-    constraint (:class:`gcd_core.diffusion.samplers.Denoiser`)."""
+    constraint (:class:`gcd_core.diffusion.samplers.Denoiser`). ``start`` (a clean model-space batch) is noised
+    to ``start_time`` and denoised from there in ``request.steps`` steps (partial diffusion, SDEdit) instead of
+    sampling from pure noise."""
     request.validate()
     layout = grid_layout_for(model, request.cell_lengths, request.label, request.fit_to_stride)
     device = model.device
     generator = make_generator(request.seed, device)
     shape = (request.num_samples, model.grid.n_channels, *layout.shape)
     x = torch.randn(shape, generator=generator, device=device)
+    if start is not None:
+        if tuple(start.shape) != shape:
+            raise GCDError(f"start grid {tuple(start.shape)} does not match the request's {shape}")
+        t = torch.full((shape[0],), start_time, dtype=torch.float64, device=device)
+        x = model.schedule.add_noise(start.to(device), t, x).to(x.dtype)
+    elif start_time != 1.0:
+        raise GCDError("start_time < 1 needs a start grid to noise")
     vector = None if request.vector is None else torch.as_tensor(request.vector, dtype=torch.float32)
     conditioning = model.conditioning_tensors(request.num_samples, request.label, vector, request.scalars)
     denoiser = model.denoiser(
@@ -113,7 +124,7 @@ def generate_frames(
     model.net.eval()
     yield from sampler(
         denoiser, x, model.schedule, steps=request.steps, generator=generator, inpaint=inpaint,
-        resample=request.resample, resample_window=request.resample_window,
+        resample=request.resample, resample_window=request.resample_window, start_time=start_time,
     )
 
 

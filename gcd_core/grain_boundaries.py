@@ -10,6 +10,10 @@ its window, in-paints the GB slab and pastes the result back into the bicrystal,
 A target [n] is imposed (``SlabCount``): late in sampling every clean estimate keeps, of the slab's sites as
 the decoder reads them, a number of atoms of the wanted [n]; how many whole planes the slab holds stays the
 model's choice. Conditioning the network on [n] alone did not steer it (README, Grain boundaries).
+
+A relaxed GB can also be varied (``refine_relaxed_gbs``): its own grains are the known voxels and its GB slab,
+noised part way (``REFINE_START_TIME``), is in-painted back, so the model proposes a nearby boundary rather than
+one from scratch. ``evolve_gbs`` iterates that on the lowest-energy GBs so far: a search driven by the model alone.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -40,8 +45,14 @@ from gcd_core.generate import GenerationRequest, decode_frame, generate_frames
 from gcd_core.model import GCDModel
 from gcd_core.representation.grid import VoxelGrid, merge_close_atoms
 
+if TYPE_CHECKING:
+    from gcd_core.data.gb_search import GBSearchSettings
+
 GB_DENSITY_SCALARS = ("gb_n_cos", "gb_n_sin")  # [n] is periodic: conditioned on its angle on the unit circle
 DEFAULT_THICKNESS = 16.0  # A per grain, as the GB search builds them
+# noise time a relaxed GB's slab is taken back to for a variation of it: from 0.2-0.3 the model mostly gives the
+# GB back, from 0.6 on what it makes from pure noise (W restorations, benchmarks/results/gb_refine_session17_cpu.md)
+REFINE_START_TIME = 0.4
 IMPOSE_N_BELOW = 0.3  # noise time below which [n] is imposed (0.15-1 gave similar Cu energies, later is cheaper:
 # benchmarks/results/gb_impose_n_session16_cpu.md)
 
@@ -195,15 +206,27 @@ class SlabCount:
         return slab
 
 
-def gb_frames(model: GCDModel, request: GBRequest) -> Iterator[tuple[Frame, GenerationRequest, Atoms]]:
-    """The in-painting sampler's frames, each with the generation request and the template (for decoding)."""
-    template = gb_template(model, request)
+def gb_frames(
+    model: GCDModel, request: GBRequest, parent: Atoms | None = None, start_time: float = 1.0
+) -> Iterator[tuple[Frame, GenerationRequest, Atoms]]:
+    """The in-painting sampler's frames, each with the generation request and the template (for decoding).
+    With a ``parent`` (a bicrystal, e.g. a relaxed GB) its grains are the known voxels and its own GB slab, noised
+    to ``start_time``, is where sampling starts (partial diffusion: a variation of the parent's GB)."""
+    if parent is None:
+        template = gb_template(model, request)
+    elif parent.info.get("gb_system") != request.system:
+        raise GCDError(f"the parent is a {parent.info.get('gb_system')!r} GB, the request asks for {request.system!r}")
+    else:
+        template = parent
     window, inpaint = inpainting(model, template, request.num_samples)
     generation = _generation_request(model, request, window)
     projection = None
     if request.target_n is not None and request.impose_n_below is not None:
         projection = SlabCount.for_request(model, request, template, window, generation.merge_distance)
-    for frame in generate_frames(model, generation, inpaint=inpaint, projection=projection):
+    start = None if parent is None else inpaint.known
+    frames = generate_frames(model, generation, inpaint=inpaint, projection=projection, start=start,
+                             start_time=start_time)
+    for frame in frames:
         if projection is not None and frame.done:  # with few steps the last estimate may come before `below`
             frame.x0 = projection.impose(frame.x0)
         yield frame, generation, template
@@ -220,45 +243,118 @@ def decode_gb(model: GCDModel, frame: Frame, generation: GenerationRequest, temp
     return structures
 
 
-def generate_gb(model: GCDModel, request: GBRequest) -> list[Atoms]:
-    """``request.num_samples`` unrelaxed bicrystals with generated GBs."""
+def generate_gb(
+    model: GCDModel, request: GBRequest, parent: Atoms | None = None, start_time: float = 1.0
+) -> list[Atoms]:
+    """``request.num_samples`` bicrystals with generated GBs, unrelaxed (``parent``, ``start_time``: a variation of
+    the parent's GB, as in :func:`gb_frames`)."""
     last = None
-    for last in gb_frames(model, request):  # noqa: B007 (only the final frame is wanted)
+    for last in gb_frames(model, request, parent, start_time):  # noqa: B007 (only the final frame is wanted)
         pass
     if last is None:
         raise GCDError("the sampler produced no frames")
     return decode_gb(model, *last)
 
 
+def _relaxed_rows(
+    structures: Sequence[Atoms], settings: GBSearchSettings, first: int, sampling: float, parent: int = -1
+) -> list[tuple[Atoms, dict[str, float]]]:
+    """Each structure relaxed and scored as the GB search does, with its CPU time (its share of the sampling
+    plus its own relaxation)."""
+    from gcd_core.data.gb_search import relax_gb
+
+    results = []
+    for offset, atoms in enumerate(structures):
+        started = time.process_time()
+        try:
+            relaxed, energy = relax_gb(atoms, settings)
+        except GCDError:  # LAMMPS refused the sample (a crowd of atoms): it counts, as a failure
+            relaxed, energy = atoms, float("nan")
+        row = {"sample": first + offset, "n": gb_density(relaxed), "n_atoms": len(relaxed), "e_gb": energy,
+               "cpu_seconds": sampling + time.process_time() - started, "sampling_seconds": sampling,
+               "parent": parent}
+        relaxed.info.update(row)
+        results.append((relaxed, row))
+    return results
+
+
 def generate_relaxed_gbs(
     model: GCDModel, request: GBRequest, batch: int = 8, progress: Callable[[int], None] | None = None
 ) -> list[tuple[Atoms, dict[str, float]]]:
     """``request.num_samples`` GBs in batches of ``batch``, each relaxed as the GB search relaxes its samples and
-    scored: (relaxed bicrystal, {sample, n, n_atoms, e_gb, cpu_seconds, sampling_seconds}); a sample's CPU time
-    is its share of its batch's sampling (``sampling_seconds``) plus its own relaxation."""
-    from gcd_core.data.gb_search import GBSearchSettings, relax_gb
+    scored: (relaxed bicrystal, {sample, n, n_atoms, e_gb, cpu_seconds, sampling_seconds, parent}); a sample's CPU
+    time is its share of its batch's sampling (``sampling_seconds``) plus its own relaxation; ``parent`` is -1
+    (from noise)."""
+    from gcd_core.data.gb_search import GBSearchSettings
 
     settings = GBSearchSettings(request.system, thickness=request.thickness)
-    results = []
+    results: list[tuple[Atoms, dict[str, float]]] = []
     for first in range(0, request.num_samples, batch):
         count = min(batch, request.num_samples - first)
         seed = None if request.seed is None else request.seed + first
         part = dataclasses.replace(request, num_samples=count, seed=seed)
         started = time.process_time()
         structures = generate_gb(model, part)
-        sampling = (time.process_time() - started) / count
-        for offset, atoms in enumerate(structures):
-            started = time.process_time()
-            try:
-                relaxed, energy = relax_gb(atoms, settings)
-            except GCDError:  # LAMMPS refused the sample (a crowd of atoms): it counts, as a failure
-                relaxed, energy = atoms, float("nan")
-            row = {"sample": first + offset, "n": gb_density(relaxed), "n_atoms": len(relaxed), "e_gb": energy,
-                   "cpu_seconds": sampling + time.process_time() - started, "sampling_seconds": sampling}
-            relaxed.info.update(row)
-            results.append((relaxed, row))
+        results += _relaxed_rows(structures, settings, first, (time.process_time() - started) / count)
         if progress is not None:
             progress(first + count)
+    return results
+
+
+def refine_relaxed_gbs(
+    model: GCDModel, parent: Atoms, request: GBRequest, start_time: float = REFINE_START_TIME, first: int = 0
+) -> list[tuple[Atoms, dict[str, float]]]:
+    """``request.num_samples`` variations of a relaxed GB, relaxed and scored as :func:`generate_relaxed_gbs`
+    scores its samples (numbered from ``first``; ``parent`` is the parent's ``info["sample"]``): its GB slab is
+    noised to ``start_time`` and in-painted back between its own grains (partial diffusion, after SDEdit and
+    RFdiffusion's partial diffusion), with ``request.target_n`` imposed or, if None, the atom count free.
+    ``request.steps`` is the step count for the whole way from pure noise; the part from ``start_time`` takes
+    that share of it."""
+    from gcd_core.data.gb_search import GBSearchSettings
+
+    if not 0 < start_time <= 1:
+        raise GCDError(f"start_time must lie in (0, 1], got {start_time}")
+    steps = max(2, round(request.steps * start_time))
+    started = time.process_time()
+    structures = generate_gb(model, dataclasses.replace(request, steps=steps), parent, start_time)
+    sampling = (time.process_time() - started) / request.num_samples
+    settings = GBSearchSettings(request.system, thickness=request.thickness)
+    return _relaxed_rows(structures, settings, first, sampling, int(parent.info.get("sample", -1)))
+
+
+def evolve_gbs(
+    model: GCDModel,
+    request: GBRequest,
+    rounds: int,
+    parents: int = 2,
+    children: int = 2,
+    start_time: float = REFINE_START_TIME,
+    batch: int = 8,
+    progress: Callable[[int], None] | None = None,
+) -> list[tuple[Atoms, dict[str, float]]]:
+    """A search driven by the model alone: ``request.num_samples`` GBs from noise, then ``rounds`` rounds in which
+    the lowest-E_gb GB of each of the ``parents`` [n] values with the lowest E_gb so far gets ``children``
+    variations (:func:`refine_relaxed_gbs`), its atom count free, so the population can move to the [n] of lower
+    E_gb (grand canonical). With a ``request.target_n`` every GB has that [n] and the parents are the ``parents``
+    lowest GBs. Returns every GB in the order made."""
+    if rounds < 0 or parents < 1 or children < 1:
+        raise GCDError(f"rounds must be >= 0 and parents, children >= 1; got {rounds}, {parents}, {children}")
+    if not 0 < start_time <= 1:  # before any sampling, not after the first batch
+        raise GCDError(f"start_time must lie in (0, 1], got {start_time}")
+    results = generate_relaxed_gbs(model, request, batch)
+    for round_index in range(rounds):
+        ranked = sorted((item for item in results if np.isfinite(item[1]["e_gb"])), key=lambda item: item[1]["e_gb"])
+        if request.target_n is None:  # one parent per [n]: copies of one boundary would take every place
+            lowest_per_n: dict[float, tuple[Atoms, dict[str, float]]] = {}
+            for item in ranked:
+                lowest_per_n.setdefault(round(float(item[1]["n"]), 6), item)
+            ranked = list(lowest_per_n.values())
+        for rank, (parent, _) in enumerate(ranked[:parents]):
+            seed = None if request.seed is None else request.seed + 10_000 * (round_index + 1) + 100 * rank
+            part = dataclasses.replace(request, num_samples=children, seed=seed)
+            results += refine_relaxed_gbs(model, parent, part, start_time, first=len(results))
+        if progress is not None:
+            progress(round_index + 1)
     return results
 
 

@@ -541,12 +541,14 @@ def test_gb_search_train_and_generate_end_to_end(tmp_path: Path, capsys: pytest.
     out = tmp_path / "generated"
     assert main(["gb-generate", "cu_sigma5_tilt", str(out), "--model", str(model / "model.pt"), "--samples", "2",
                  "--steps", "2", "--resample", "1", "--target-n", "0.5", "--search", str(search),
-                 "--plot", str(out / "e_gb.png")]) == 0
+                 "--plot", str(out / "e_gb.png"), "--refine", "1", "--parents", "1", "--children", "1"]) == 0
     rows = (out / "gb_generated.csv").read_text().splitlines()
-    assert len(rows) == 3 and (out / "e_gb.png").stat().st_size > 1000
-    atoms = ase.io.read(out / "structures" / "0.extxyz")
-    assert atoms.info["gb_system"] == "cu_sigma5_tilt" and "e_gb" in atoms.info
-    assert gb_density(atoms) == 0.5  # the target [n], imposed
+    assert len(rows) == 4 and (out / "e_gb.png").stat().st_size > 1000
+    assert [row.split(",")[-1] for row in rows[1:3]] == ["-1", "-1"] and rows[3].split(",")[-1] in ("0", "1")
+    for sample in range(3):
+        atoms = ase.io.read(out / "structures" / f"{sample}.extxyz")
+        assert atoms.info["gb_system"] == "cu_sigma5_tilt" and "e_gb" in atoms.info
+        assert gb_density(atoms) == 0.5  # the target [n], imposed (on the refined sample too)
 
 
 def test_gb_commands_refuse_bad_input_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -554,6 +556,8 @@ def test_gb_commands_refuse_bad_input_in_one_line(tmp_path: Path, capsys: pytest
     assert "run a GB search" in capsys.readouterr().err
     assert main(["gb-generate", "cu_sigma5_tilt", str(tmp_path), "--model", str(tmp_path / "none.pt")]) == 1
     assert capsys.readouterr().err.count("\n") == 1
+    assert main(["gb-generate", "cu_sigma5_tilt", str(tmp_path), "--refine", "1", "--refine-time", "2"]) == 1
+    assert "start_time must lie in (0, 1]" in capsys.readouterr().err
     assert main(["gb-search", "al_sigma3", str(tmp_path)]) == 2
     assert "invalid choice" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "m"), "--crystal", "bcc", "--gb-condition-n"]) == 1

@@ -17,7 +17,7 @@ from gcd_core.data.gb_windows import (
 )
 from gcd_core.diffusion import CosineSchedule
 from gcd_core.errors import GCDError
-from gcd_core.grain_boundaries import GBRequest, decode_gb, gb_frames, generate_gb
+from gcd_core.grain_boundaries import GBRequest, decode_gb, evolve_gbs, gb_frames, generate_gb, refine_relaxed_gbs
 from gcd_core.model import Conditioning, GCDModel
 from gcd_core.nn.unet import UNet3D
 from gcd_core.physics import eam
@@ -94,6 +94,53 @@ def test_an_imposed_n_holds_for_every_decoded_sample(key):
     for atoms in imposed:  # the count was chosen among sites the decoder keeps apart
         distances = atoms.get_all_distances(mic=True)[np.triu_indices(len(atoms), 1)]
         assert distances.min() > OVERLAP_FRACTION * GB_SYSTEMS[key].nearest_neighbour - 1e-6
+
+
+def test_a_variation_keeps_its_parents_grains_and_imposed_n_and_repeats_with_its_seed():
+    """Partial diffusion of a GB: the parent's own grains are the known voxels (not the model's reference
+    translation), the slab starts from the parent's noised slab, and a target [n] holds as from pure noise."""
+    key = "cu_sigma5_tilt"
+    model = tiny_gb_model(key)
+    parent = bicrystal(key, GB_WINDOWS[key].repeat, shift=(1.1, 0.7, 0.4))  # not the model's reference shift
+    target = 5 / int(parent.info["atoms_per_plane"])
+    request = GBRequest(key, num_samples=2, steps=3, seed=7, target_n=target)
+    children = generate_gb(model, request, parent, start_time=0.4)
+    bottom = gb_window(parent).info["window_bottom"]
+    grains = parent.positions[~in_generated_slab(key, parent.positions[:, 2] - bottom)]
+    for child in children:
+        distances = np.linalg.norm(child.positions[None, :, :] - grains[:, None, :], axis=-1).min(axis=1)
+        assert distances.max() < 1e-9  # the parent's grains, where the parent has them
+        assert gb_density(child) == pytest.approx(target, abs=1e-9)
+    again = generate_gb(model, request, parent, start_time=0.4)
+    assert all(np.array_equal(a.positions, b.positions) for a, b in zip(children, again, strict=True))
+    from_reference = generate_gb(model, request)[0]  # the model's reference translation: other grain positions
+    distances = np.linalg.norm(from_reference.positions[None, :, :] - grains[:, None, :], axis=-1).min(axis=1)
+    assert distances.max() > 0.1
+    with pytest.raises(GCDError, match="parent is a"):
+        generate_gb(model, GBRequest("w_sigma5_twist", steps=1), parent, start_time=0.4)
+    with pytest.raises(GCDError, match="start_time"):
+        generate_gb(model, request, None, start_time=0.4)
+    with pytest.raises(GCDError, match="start_time"):
+        refine_relaxed_gbs(model, parent, request, start_time=1.5)
+
+
+@needs_lammps
+def test_evolve_varies_the_lowest_gbs_so_far_at_the_target_n():
+    key = "cu_sigma5_tilt"
+    model = tiny_gb_model(key)
+    target = 8 / 16
+    request = GBRequest(key, num_samples=3, steps=2, resample=1, seed=1, target_n=target)
+    results = evolve_gbs(model, request, rounds=1, parents=1, children=2, start_time=0.4)
+    rows = [row for _, row in results]
+    assert [row["sample"] for row in rows] == list(range(5))
+    first = [row for row in rows if row["parent"] == -1]
+    assert len(first) == 3
+    lowest = min(first, key=lambda row: row["e_gb"])["sample"]
+    assert [row["parent"] for row in rows[3:]] == [lowest, lowest]
+    assert [row["n"] for row in rows] == pytest.approx([target] * 5, abs=1e-9)
+    assert all(row["cpu_seconds"] >= row["sampling_seconds"] > 0 for row in rows)
+    with pytest.raises(GCDError, match="rounds"):
+        evolve_gbs(model, request, rounds=1, parents=0)
 
 
 def test_gb_requests_name_their_problems():
