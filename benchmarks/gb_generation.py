@@ -13,17 +13,17 @@ PNG of E_gb against [n] for both.
 ``--rounds R`` gives every sample a target [n] (R rounds over the bins; a bin's batch aims at one of the [n] values
 the bin holds, the next value in the next round), imposed on the generated slab's atom count
 (``--condition-only``: only conditioned on, for models trained with it); ``--samples N`` leaves [n] to the model.
-``--refine K`` then takes K more rounds over the bins in which the ``--parents`` lowest-E_gb GBs of each bin so far
-each get ``--children`` variations at their own [n] (partial diffusion from ``--refine-time``,
-``gcd_core.grain_boundaries.refine_relaxed_gbs``): a search driven by the model alone. With ``--samples`` instead,
-``--refine K`` varies the lowest GBs of all so far with their atom count free (``evolve_gbs``, grand canonical).
+``--refine K`` then takes K more rounds over the bins in which the lowest-E_gb GB of each of the ``--parents`` [n]
+values of the bin with the lowest E_gb so far gets ``--children`` variations at its own [n] (partial diffusion
+from ``--refine-time``, ``gcd_core.grain_boundaries.refine_relaxed_gbs``): a search driven by the model alone.
+With ``--samples`` instead, ``--refine K`` varies the lowest GBs of all so far with their atom count free
+(``evolve_gbs``, grand canonical).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import math
 import sys
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from gcd_core.grain_boundaries import (
     GBRequest,
     evolve_gbs,
     generate_relaxed_gbs,
+    lowest_gbs,
     plot_gb_energies,
     refine_relaxed_gbs,
 )
@@ -72,7 +73,8 @@ def how_generated(args: argparse.Namespace) -> str:
     if args.condition_only:
         return plan + "conditioned on the bin's centre [n]"
     plan += "[n] imposed, the bin's values in turn" + (" sample by sample" if args.spread else "")
-    refine = f"; then {args.refine} rounds of {args.children} variations of each bin's {args.parents} lowest"
+    refine = (f"; then {args.refine} rounds of {args.children} variations of the lowest GB of each bin's "
+              f"{args.parents} lowest [n] values")
     return plan + (refine if args.refine else "")
 
 
@@ -90,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
                         "the whole batch at one value per round)")
     parser.add_argument("--refine", type=int, default=0, metavar="K",
                         help="--rounds: then K rounds of variations of each bin's lowest GBs so far")
-    parser.add_argument("--parents", type=int, default=2, help="--refine: GBs varied per bin and round")
+    parser.add_argument("--parents", type=int, default=2,
+                        help="--refine: GBs varied per bin and round (the lowest of as many [n] values)")
     parser.add_argument("--children", type=int, default=2, help="--refine: variations per parent")
     parser.add_argument("--refine-time", type=float, default=REFINE_START_TIME,
                         help="--refine: noise time the parent's GB slab is taken back to")
@@ -136,9 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  round {round_index + 1}/{args.rounds}: {len(pool)} samples", file=sys.stderr)
         for round_index in range(args.refine):
             for index in range(args.bins):
-                ranked = sorted((item for item in pool if item[1]["target_bin"] == index
-                                 and math.isfinite(item[1]["e_gb"])), key=lambda item: item[1]["e_gb"])
-                for rank, (parent, row) in enumerate(ranked[:args.parents]):
+                in_bin = [item for item in pool if item[1]["target_bin"] == index]
+                for rank, (parent, row) in enumerate(lowest_gbs(in_bin, args.parents, one_per_n=True)):
                     parent.info["sample"] = row["sample"]
                     request = GBRequest(system, num_samples=args.children, steps=args.steps, resample=args.resample,
                                         seed=args.seed + 100_000 * (round_index + 1) + 1000 * index + rank,

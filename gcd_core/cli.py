@@ -68,6 +68,13 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _noise_time(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a noise time in (0, 1], got {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -467,9 +474,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="then ROUNDS rounds in which the --parents lowest-energy GBs so far each get --children "
                    "variations: the GB slab noised back to --refine-time and in-painted again (partial diffusion; "
                    "--target-n holds, else the atom count stays free)")
-    p.add_argument("--parents", type=_positive_int, default=2, help="--refine: GBs varied per round")
+    p.add_argument("--parents", type=_positive_int, default=2,
+                   help="--refine: GBs varied per round (without --target-n: the lowest of as many [n] values)")
     p.add_argument("--children", type=_positive_int, default=2, help="--refine: variations per parent")
-    p.add_argument("--refine-time", type=float, metavar="T",
+    p.add_argument("--refine-time", type=_noise_time, metavar="T",
                    help="--refine: noise time in (0, 1] a parent's slab is taken back to (default 0.4)")
     p.add_argument("--search", type=Path, metavar="DIR", help="a gcd gb-search folder to plot beside")
     p.add_argument("--plot", type=Path, metavar="PNG", help="write E_gb against [n]")

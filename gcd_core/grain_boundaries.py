@@ -322,6 +322,20 @@ def refine_relaxed_gbs(
     return _relaxed_rows(structures, settings, first, sampling, int(parent.info.get("sample", -1)))
 
 
+def lowest_gbs(
+    results: Sequence[tuple[Atoms, dict[str, float]]], count: int, one_per_n: bool = True
+) -> list[tuple[Atoms, dict[str, float]]]:
+    """The ``count`` lowest-E_gb results (failed relaxations left out); ``one_per_n``: only the lowest of each
+    [n], so that copies of one boundary do not take every place."""
+    ranked = sorted((item for item in results if np.isfinite(item[1]["e_gb"])), key=lambda item: item[1]["e_gb"])
+    if one_per_n:
+        lowest: dict[float, tuple[Atoms, dict[str, float]]] = {}
+        for item in ranked:
+            lowest.setdefault(round(float(item[1]["n"]), 6), item)
+        ranked = list(lowest.values())
+    return ranked[:count]
+
+
 def evolve_gbs(
     model: GCDModel,
     request: GBRequest,
@@ -343,13 +357,8 @@ def evolve_gbs(
         raise GCDError(f"start_time must lie in (0, 1], got {start_time}")
     results = generate_relaxed_gbs(model, request, batch)
     for round_index in range(rounds):
-        ranked = sorted((item for item in results if np.isfinite(item[1]["e_gb"])), key=lambda item: item[1]["e_gb"])
-        if request.target_n is None:  # one parent per [n]: copies of one boundary would take every place
-            lowest_per_n: dict[float, tuple[Atoms, dict[str, float]]] = {}
-            for item in ranked:
-                lowest_per_n.setdefault(round(float(item[1]["n"]), 6), item)
-            ranked = list(lowest_per_n.values())
-        for rank, (parent, _) in enumerate(ranked[:parents]):
+        chosen = lowest_gbs(results, parents, one_per_n=request.target_n is None)
+        for rank, (parent, _) in enumerate(chosen):
             seed = None if request.seed is None else request.seed + 10_000 * (round_index + 1) + 100 * rank
             part = dataclasses.replace(request, num_samples=children, seed=seed)
             results += refine_relaxed_gbs(model, parent, part, start_time, first=len(results))

@@ -556,8 +556,8 @@ def test_gb_commands_refuse_bad_input_in_one_line(tmp_path: Path, capsys: pytest
     assert "run a GB search" in capsys.readouterr().err
     assert main(["gb-generate", "cu_sigma5_tilt", str(tmp_path), "--model", str(tmp_path / "none.pt")]) == 1
     assert capsys.readouterr().err.count("\n") == 1
-    assert main(["gb-generate", "cu_sigma5_tilt", str(tmp_path), "--refine", "1", "--refine-time", "2"]) == 1
-    assert "start_time must lie in (0, 1]" in capsys.readouterr().err
+    assert main(["gb-generate", "cu_sigma5_tilt", str(tmp_path), "--refine", "1", "--refine-time", "2"]) == 2
+    assert "--refine-time: must be a noise time in (0, 1], got 2" in capsys.readouterr().err
     assert main(["gb-search", "al_sigma3", str(tmp_path)]) == 2
     assert "invalid choice" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "m"), "--crystal", "bcc", "--gb-condition-n"]) == 1

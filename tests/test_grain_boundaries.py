@@ -17,7 +17,15 @@ from gcd_core.data.gb_windows import (
 )
 from gcd_core.diffusion import CosineSchedule
 from gcd_core.errors import GCDError
-from gcd_core.grain_boundaries import GBRequest, decode_gb, evolve_gbs, gb_frames, generate_gb, refine_relaxed_gbs
+from gcd_core.grain_boundaries import (
+    GBRequest,
+    decode_gb,
+    evolve_gbs,
+    gb_frames,
+    generate_gb,
+    lowest_gbs,
+    refine_relaxed_gbs,
+)
 from gcd_core.model import Conditioning, GCDModel
 from gcd_core.nn.unet import UNet3D
 from gcd_core.physics import eam
@@ -122,6 +130,15 @@ def test_a_variation_keeps_its_parents_grains_and_imposed_n_and_repeats_with_its
         generate_gb(model, request, None, start_time=0.4)
     with pytest.raises(GCDError, match="start_time"):
         refine_relaxed_gbs(model, parent, request, start_time=1.5)
+
+
+def test_parents_are_the_lowest_gbs_one_per_n_and_never_a_failed_relaxation():
+    rows = [{"sample": i, "n": n, "e_gb": e} for i, (n, e) in
+            enumerate([(0.5, 1.0), (0.5, 0.9), (0.25, 1.1), (0.75, float("nan")), (0.25, 1.05), (0.0, 1.2)])]
+    results = [(None, row) for row in rows]
+    assert [row["sample"] for _, row in lowest_gbs(results, 3, one_per_n=False)] == [1, 0, 4]
+    assert [row["sample"] for _, row in lowest_gbs(results, 3)] == [1, 4, 5]
+    assert [row["sample"] for _, row in lowest_gbs(results, 9)] == [1, 4, 5]
 
 
 @needs_lammps
