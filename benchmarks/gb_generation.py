@@ -7,8 +7,9 @@ and the CPU time each needed to first get there (the search: its samples' CPU se
 process ran them; the generator: sampling plus relaxation, also summed in order). Writes a Markdown table and a
 PNG of E_gb against [n] for both.
 
-    python benchmarks/gb_generation.py assets/gb_sigma5.pt runs/gb_w --rounds 2 --batch 4 --steps 50 \
-        --out benchmarks/results/gb_w_sigma5.md --plot docs/gb_w_sigma5.png
+    python benchmarks/gb_generation.py assets/gb_sigma5.pt runs/gb_w --rounds 1 --spread --refine 10 --batch 4 \
+        --steps 25 --resample 1 --bins 10 --out benchmarks/results/gb_w_sigma5_refine.md \
+        --plot docs/gb_w_sigma5_refine.png
 
 ``--rounds R`` gives every sample a target [n] (R rounds over the bins; a bin's batch aims at one of the [n] values
 the bin holds, the next value in the next round), imposed on the generated slab's atom count
