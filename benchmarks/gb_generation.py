@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     search = sorted(read_gb_table(args.search), key=lambda r: int(r["seed"]))
     system = str(search[0]["gb_system"])
     model = GCDModel.load(args.model, device="cpu")
-    if args.spread and (args.condition_only or not args.rounds):
-        parser.error("--spread aims imposed --rounds samples")
+    if args.spread and (args.condition_only or not args.rounds or args.batch > 50):
+        parser.error("--spread aims imposed --rounds samples, at most 50 per bin and round (one seed each)")
     if args.refine and args.condition_only:
         parser.error("--refine imposes each parent's [n] (with --rounds) or leaves it free (with --samples)")
     generated, pool = [], []
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             for index in range(args.bins):
                 in_bin = [item for item in pool if item[1]["target_bin"] == index]
                 for rank, (parent, row) in enumerate(lowest_gbs(in_bin, args.parents, one_per_n=True)):
-                    parent.info["sample"] = row["sample"]
+                    parent.info["sample"] = row["sample"]  # the pool's numbering, by which its children name it
                     request = GBRequest(system, num_samples=args.children, steps=args.steps, resample=args.resample,
                                         seed=args.seed + 100_000 * (round_index + 1) + 1000 * index + rank,
                                         target_n=float(row["n"]))
