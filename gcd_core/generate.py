@@ -107,8 +107,7 @@ def generate_frames(
     if start is not None:
         if tuple(start.shape) != shape:
             raise GCDError(f"start grid {tuple(start.shape)} does not match the request's {shape}")
-        t = torch.full((shape[0],), start_time, dtype=torch.float64, device=device)
-        x = model.schedule.add_noise(start.to(device), t, x).to(x.dtype)
+        x = noised_to(model, start.to(device), start_time, x)
     elif start_time != 1.0:
         raise GCDError("start_time < 1 needs a start grid to noise")
     vector = None if request.vector is None else torch.as_tensor(request.vector, dtype=torch.float32)
@@ -156,6 +155,17 @@ def generate(
     return decode_frame(model, last, request)
 
 
+def noised_to(model: GCDModel, clean: torch.Tensor, start_time: float, noise: torch.Tensor) -> torch.Tensor:
+    """``clean`` (model space) noised to time ``start_time`` with ``noise``: where partial diffusion starts."""
+    t = torch.full((clean.shape[0],), start_time, dtype=torch.float64, device=clean.device)
+    return model.schedule.add_noise(clean, t, noise).to(clean.dtype)
+
+
+def partial_steps(steps_per_unit: int, start_time: float) -> int:
+    """Steps from ``start_time`` when ``steps_per_unit`` would cover t = 1 to 0 (at least 2)."""
+    return max(2, round(steps_per_unit * start_time))
+
+
 def restore(
     model: GCDModel,
     clean: torch.Tensor,
@@ -170,9 +180,7 @@ def restore(
     from a smaller ``start_time``. How far a model restores real structures says where along the trajectory it
     loses them (``benchmarks/carbon_restoration.py``, ``benchmarks/crystal_split_repair.py``)."""
     generator = make_generator(seed, clean.device)
-    t = torch.full((clean.shape[0],), start_time, dtype=torch.float64, device=clean.device)
-    noise = torch.randn(clean.shape, generator=generator, device=clean.device)
-    x = model.schedule.add_noise(clean, t, noise).to(clean.dtype)
+    x = noised_to(model, clean, start_time, torch.randn(clean.shape, generator=generator, device=clean.device))
     denoiser = model.denoiser(conditioning, guidance_scale=guidance_scale)
-    steps = max(2, round(steps_per_unit * start_time))
+    steps = partial_steps(steps_per_unit, start_time)
     return run_to_end(ddpm(denoiser, x, model.schedule, steps=steps, generator=generator, start_time=start_time))

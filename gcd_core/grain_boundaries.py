@@ -41,7 +41,7 @@ from gcd_core.data.gb_windows import (
 )
 from gcd_core.diffusion.samplers import Frame, Inpaint
 from gcd_core.errors import GCDError
-from gcd_core.generate import GenerationRequest, decode_frame, generate_frames
+from gcd_core.generate import GenerationRequest, decode_frame, generate_frames, partial_steps
 from gcd_core.model import GCDModel
 from gcd_core.representation.grid import VoxelGrid, merge_close_atoms
 
@@ -301,6 +301,11 @@ def generate_relaxed_gbs(
     return results
 
 
+def _check_start_time(start_time: float) -> None:
+    if not 0 < start_time <= 1:
+        raise GCDError(f"start_time must lie in (0, 1], got {start_time}")
+
+
 def refine_relaxed_gbs(
     model: GCDModel, parent: Atoms, request: GBRequest, start_time: float = REFINE_START_TIME, first: int = 0
 ) -> list[tuple[Atoms, dict[str, float]]]:
@@ -312,9 +317,8 @@ def refine_relaxed_gbs(
     that share of it."""
     from gcd_core.data.gb_search import GBSearchSettings
 
-    if not 0 < start_time <= 1:
-        raise GCDError(f"start_time must lie in (0, 1], got {start_time}")
-    steps = max(2, round(request.steps * start_time))
+    _check_start_time(start_time)
+    steps = partial_steps(request.steps, start_time)
     started = time.process_time()
     structures = generate_gb(model, dataclasses.replace(request, steps=steps), parent, start_time)
     sampling = (time.process_time() - started) / request.num_samples
@@ -353,8 +357,7 @@ def evolve_gbs(
     lowest GBs. Returns every GB in the order made."""
     if rounds < 0 or parents < 1 or children < 1:
         raise GCDError(f"rounds must be >= 0 and parents, children >= 1; got {rounds}, {parents}, {children}")
-    if not 0 < start_time <= 1:  # before any sampling, not after the first batch
-        raise GCDError(f"start_time must lie in (0, 1], got {start_time}")
+    _check_start_time(start_time)  # before any sampling, not after the first batch
     results = generate_relaxed_gbs(model, request, batch)
     for round_index in range(rounds):
         chosen = lowest_gbs(results, parents, one_per_n=request.target_n is None)

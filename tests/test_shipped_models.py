@@ -123,7 +123,6 @@ def test_shipped_gb_model_in_paints_a_boundary_that_relaxes_to_a_low_energy_with
     assert (max(energies) if target is None else min(energies)) < 1.5 * lowest, energies
 
 
-
 def test_shipped_gb_model_gives_back_a_relaxed_w_boundary_noised_a_little():
     """Partial diffusion on the trained model: a relaxed in-painted W boundary, its slab noised to t = 0.2 and
     in-painted back at its [n], relaxes to within 0.05 J/m^2 of it or lower in both of two variations (from t = 0.2
