@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from ase.neighborlist import neighbor_list
 
-from gcd_core.data.crystals import conventional_cell
+from gcd_core.data.crystals import bond_length, conventional_cell
 from gcd_core.generate import GenerationRequest, generate
 from gcd_core.model import GCDModel
 from gcd_core.physics import judge_phase
@@ -51,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         help="repeat only the steps that start at noise times LO <= t <= HI",
     )
     parser.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance on the phase")
+    parser.add_argument(
+        "--exclusion", type=float, metavar="F",
+        help="site exclusion while sampling: of two sites closer than F x the bond length, the fuller stays",
+    )
+    parser.add_argument("--exclusion-below", type=float, default=0.3, help="... at noise times t <= this")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--without-estimate",
@@ -73,11 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     request = GenerationRequest(cell, num_samples=args.samples, steps=args.steps, sampler="ddpm",
                                 resample=args.resample, resample_window=tuple(args.resample_window),
                                 seed=args.seed, label=args.phase,
-                                guidance_scale=args.guidance_scale)
+                                guidance_scale=args.guidance_scale,
+                                exclusion_distance=args.exclusion and args.exclusion * bond_length(args.phase),
+                                exclusion_below=args.exclusion_below)
     began = time.perf_counter()
     structures = generate(model, request)
     seconds = (time.perf_counter() - began) / args.samples
     estimate = ", without its estimate" if args.without_estimate else ""
+    if args.exclusion:
+        estimate += f", site exclusion {args.exclusion:g} x bond below t = {args.exclusion_below:g}"
     window = "" if tuple(args.resample_window) == (0.0, 1.0) else " for t in [{:g}, {:g}]".format(*args.resample_window)
     print(f"{args.phase} {args.size}x, DDPM {args.steps} x resample {args.resample}{window}, "
           f"cfg {args.guidance_scale:g}, seed {args.seed}{estimate}: {seconds:.2f} s per sample (one thread)")

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gcd_core.data.crystals import bond_length
 from gcd_core.generate import GenerationRequest, generate, generate_frames
 from gcd_core.model import GCDModel
 from gcd_core.physics import judge_phase
@@ -93,6 +94,8 @@ def run_job(job: Job, args: argparse.Namespace) -> tuple[Job, list[dict], float]
             resample_window=job.resample_window,
             seed=args.seed + job.start,
             label=job.label,
+            exclusion_distance=args.exclusion and args.exclusion * bond_length(job.phase),
+            exclusion_below=args.exclusion_below,
         )
         structures = generate(model, request)  # type: ignore[arg-type]
     else:
@@ -164,6 +167,12 @@ def main() -> None:
         ("--resample-below", float, 1.0, "repeat only the steps that start at noise times t <= this"),
     ):
         parser.add_argument(option, type=kind, nargs="+", default=[default], help=f"{text}, per size; the last repeats")
+    parser.add_argument(
+        "--exclusion", type=float, metavar="F",
+        help="site exclusion while sampling (labelled samples): of two sites closer than F x the phase's bond "
+        "length, the fuller stays",
+    )
+    parser.add_argument("--exclusion-below", type=float, default=0.3, help="... at noise times t <= this")
     parser.add_argument("--baselines", type=Path, help="directory of per-phase point-cloud baseline checkpoints")
     parser.add_argument("--baseline-steps", type=int, default=64, help="baseline Euler-Maruyama steps")
     parser.add_argument("--baseline-restarts", type=int, default=4, help="baseline restart rounds")
@@ -223,7 +232,9 @@ def main() -> None:
     where = f"{args.device}, batches of {args.batch}"
     if args.device == "cpu":
         where = f"{args.workers} worker(s) x 1 thread"
-    print(f"Model {args.checkpoint}: {sampling}, seed {args.seed}; {where}")
+    exclusion = (f", site exclusion at {args.exclusion:g} x bond length below t = {args.exclusion_below:g}"
+                 if args.exclusion else "")
+    print(f"Model {args.checkpoint}: {sampling}{exclusion}, seed {args.seed}; {where}")
     if args.baselines:
         print(
             f"Baseline {args.baselines}/<phase>: {args.baseline_steps} Euler-Maruyama steps + "

@@ -403,6 +403,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="A",
         help="merge atoms closer than this (A), keeping the more occupied one",
     )
+    p.add_argument(
+        "--exclusion-distance",
+        type=_positive_float,
+        metavar="A",
+        help="while sampling (noise times up to 0.3), of two sites closer than this (A) keep the fuller and empty the "
+        "other's voxel, so the network goes on from one atom (e.g. 0.65 x the bond length)",
+    )
     p.add_argument("--format", choices=sorted(FORMATS), default="extxyz", help="file format (vasp: POSCAR)")
     p.add_argument("--one-file", action="store_true", help="all samples in one file (cif, extxyz)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -894,6 +901,7 @@ def cmd_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         label=args.label,
         guidance_scale=args.guidance_scale,
         merge_distance=args.merge_distance,
+        exclusion_distance=args.exclusion_distance,
         vector=vector,
         fit_to_stride=args.fit_grid,
     )

@@ -6,6 +6,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from ase import Atoms
 
@@ -13,7 +14,7 @@ from gcd_core.device import make_generator
 from gcd_core.diffusion.samplers import SAMPLERS, Frame, Inpaint, ddpm, run_to_end
 from gcd_core.errors import GCDError
 from gcd_core.model import GCDModel
-from gcd_core.representation.grid import GridLayout, GridStretchWarning
+from gcd_core.representation.grid import GridLayout, GridStretchWarning, VoxelGrid, merge_close_atoms
 
 # Resample only here: in large crystal cells, grains that placed their atoms at different points inside their
 # voxels settle on one late in sampling (benchmarks/results/crystal_resample_window_cpu.md); amorphous carbon
@@ -38,6 +39,10 @@ class GenerationRequest:
     scalars: dict[str, float] | None = None
     guidance_scale: float = 1.0
     merge_distance: float | None = None  # A; merges doubled atoms, keeping the more occupied one
+    # A; while sampling (noise times up to exclusion_below), of two sites closer than this in a clean estimate the
+    # fuller one stays and the other voxel is emptied, so the network goes on from one atom where it had split one
+    exclusion_distance: float | None = None
+    exclusion_below: float = 0.3
     # lay the cell on the nearest grid the network takes (slightly stretched voxels) instead of refusing a cell
     # that is not a whole multiple of its stride: for amorphous cells, whose edge follows the density
     fit_to_stride: bool = False
@@ -56,6 +61,10 @@ class GenerationRequest:
             raise GCDError(f"unknown sampler {self.sampler!r}; choose one of {sorted(SAMPLERS)}")
         if self.guidance_scale < 0:
             raise GCDError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
+        if self.exclusion_distance is not None and self.exclusion_distance <= 0:
+            raise GCDError(f"exclusion_distance must be positive (A), got {self.exclusion_distance}")
+        if not 0 < self.exclusion_below <= 1:
+            raise GCDError(f"exclusion_below must lie in (0, 1], got {self.exclusion_below}")
 
 
 def grid_layout_for(
@@ -80,6 +89,49 @@ def grid_layout_for(
             f"multiples of {stride}; the nearest such cell is {[round(v, 3) for v in nearest]} A"
         )
     return layout
+
+
+@dataclass
+class SiteExclusion:
+    """Keeps atoms apart in clean estimates ``(x0, t) -> x0`` (model space) at noise times up to ``below``.
+
+    The sites are read as the decoder reads them (voxel corner plus offset) down to occupancy ``floor``; of two
+    closer than ``distance`` (A) the fuller stays and the other's voxel is emptied. A site whose occupancy the
+    network split over two neighbouring voxels, each half above the decoder's threshold, would decode as two
+    atoms; emptied in the estimate, the next steps start from one and the network places it.
+    """
+
+    grid: VoxelGrid
+    cell_lengths: tuple[float, float, float]
+    distance: float
+    below: float
+    floor: float = 0.2
+
+    def __call__(self, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return x0 if float(t.max()) > self.below else self.apply(x0)
+
+    def apply(self, x0: torch.Tensor) -> torch.Tensor:
+        """``x0`` with every too-close pair reduced to its fuller site, at any time."""
+        if self.grid.encoding != "sharp":
+            raise GCDError("site exclusion needs the sharp occupancy encoding")
+        data = self.grid.to_data_space(x0)
+        cell = np.diag(self.cell_lengths)
+        for b in range(data.shape[0]):
+            sites = [self.grid.sharp_sites(data[b], s, self.floor) for s in range(self.grid.n_species)]
+            index = torch.cat([found[0] for found in sites])
+            species = np.concatenate([np.full(len(found[0]), s) for s, found in enumerate(sites)])
+            frac = np.concatenate([found[1] for found in sites])
+            candidates = Atoms(numbers=np.ones(len(index), dtype=int), scaled_positions=frac % 1.0, cell=cell,
+                               pbc=True)
+            candidates.set_array("occupancy", np.concatenate([found[2] for found in sites]))
+            candidates.set_array("site", np.arange(len(index)))
+            removed = np.ones(len(index), dtype=bool)
+            removed[merge_close_atoms(candidates, self.distance).arrays["site"]] = False
+            for s in range(self.grid.n_species):
+                i, j, k = index[torch.from_numpy(removed & (species == s)).to(index.device)].unbind(1)
+                data[b, s, i, j, k] = 0.0
+                data[b, self.grid.offset_channels(s), i, j, k] = 0.5  # as encode leaves empty voxels
+        return self.grid.to_model_space(data)
 
 
 def generate_frames(
@@ -112,6 +164,11 @@ def generate_frames(
         raise GCDError("start_time < 1 needs a start grid to noise")
     vector = None if request.vector is None else torch.as_tensor(request.vector, dtype=torch.float32)
     conditioning = model.conditioning_tensors(request.num_samples, request.label, vector, request.scalars)
+    exclusion = None
+    if request.exclusion_distance is not None:
+        exclusion = SiteExclusion(model.grid_for(request.label), tuple(request.cell_lengths),
+                                  request.exclusion_distance, request.exclusion_below)
+        projection = exclusion if projection is None else _chained(projection, exclusion)
     denoiser = model.denoiser(
         conditioning,
         guidance_scale=request.guidance_scale,
@@ -121,10 +178,20 @@ def generate_frames(
     )
     sampler = SAMPLERS[request.sampler]
     model.net.eval()
-    yield from sampler(
+    for frame in sampler(
         denoiser, x, model.schedule, steps=request.steps, generator=generator, inpaint=inpaint,
         resample=request.resample, resample_window=request.resample_window, start_time=start_time,
-    )
+    ):
+        if exclusion is not None and frame.done:  # with few steps the last estimate may come before `below`
+            frame.x0 = exclusion.apply(frame.x0)
+        yield frame
+
+
+def _chained(
+    first: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    second: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    return lambda x0, t: second(first(x0, t), t)
 
 
 def decode_frame(model: GCDModel, frame: Frame, request: GenerationRequest) -> list[Atoms]:

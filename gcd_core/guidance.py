@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from gcd_core.errors import GCDError
+from gcd_core.physics.analysis import DEFAULT_BOND_CUTOFF
 from gcd_core.physics.spectra import ENERGY_GRID, normalise
-from gcd_core.physics.xanes import XanesForwardModel
+from gcd_core.physics.xanes import XanesForwardModel, periodic_pairs, switch
 from gcd_core.representation.grid import VoxelGrid
 
 # Voxels below this occupancy are left out of the guiding spectrum: early estimates are blurred over many
@@ -75,6 +76,47 @@ def spectrum_guidance(
             sites = positions[b, top].to(model_device)
             spectrum = forward_model.weighted_spectrum(sites, weights, cell_lengths, min_occupancy)
             losses.append(((spectrum - wanted).norm() / wanted.norm()).to(x0.device))
+        return torch.stack(losses)
+
+    return loss
+
+
+def sp3_guidance(
+    grid: VoxelGrid,
+    target_sp3: float,
+    cell_lengths: Sequence[float],
+    bond_cutoff: float = DEFAULT_BOND_CUTOFF,
+    min_occupancy: float = GUIDANCE_MIN_OCCUPANCY,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``x0_hat (model space) -> loss [B]``: how far the grid's soft sp3 fraction lies from ``target_sp3``.
+
+    A candidate site's coordination is the occupancy-weighted count of sites within ``bond_cutoff`` (faded over
+    0.3 A across it, so positions have gradients); its sp3 share is a smooth bump around four bonds; the fraction
+    is the occupancy-weighted mean over sites above ``min_occupancy``.
+    """
+    if not 0 <= target_sp3 <= 1:
+        raise GCDError(f"target_sp3 must lie in [0, 1], got {target_sp3}")
+    max_sites = max(1, int(MAX_SITES_PER_A3 * float(np.prod(cell_lengths))))
+    lengths = torch.as_tensor(cell_lengths, dtype=torch.float32)
+    outer = bond_cutoff + 0.15
+
+    def loss(x0: torch.Tensor) -> torch.Tensor:
+        positions, occupancy = grid_sites(grid, x0.float(), cell_lengths)
+        losses = []
+        for b in range(x0.shape[0]):
+            top = torch.topk(occupancy[b], min(max_sites, occupancy.shape[1])).indices
+            weights, sites = occupancy[b, top], positions[b, top]
+            candidates = weights > min_occupancy
+            if not bool(candidates.any()):
+                losses.append(x0[b].sum() * 0.0)
+                continue
+            i, j, vectors = periodic_pairs(sites, lengths.to(sites.device), outer, candidates)
+            bonds = weights[j] * switch(vectors.norm(dim=-1), outer, 0.3)
+            coordination = torch.zeros(len(sites), device=sites.device, dtype=sites.dtype).index_add(0, i, bonds)
+            four = torch.sigmoid((coordination - 3.5) / 0.15) * torch.sigmoid((4.5 - coordination) / 0.15)
+            w = weights[candidates]
+            fraction = (w * four[candidates]).sum() / w.sum()
+            losses.append((fraction - target_sp3).abs())
         return torch.stack(losses)
 
     return loss

@@ -562,3 +562,17 @@ def test_gb_commands_refuse_bad_input_in_one_line(tmp_path: Path, capsys: pytest
     assert "invalid choice" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "m"), "--crystal", "bcc", "--gb-condition-n"]) == 1
     assert "--gb-condition-n" in capsys.readouterr().err
+
+
+def test_generate_with_site_exclusion(trained: Path, tmp_path: Path) -> None:
+    """``--exclusion-distance`` reaches the sampler: no two atoms of the output closer than it."""
+    from ase.neighborlist import neighbor_list
+
+    out = tmp_path / "x.extxyz"
+    argv = ["generate", str(trained / "model.pt"), "--out", str(out), "--cell", *map(str, CELL), "--steps", "3",
+            "--num-samples", "2", "--exclusion-distance", "1.5", "--one-file"]
+    assert main(argv) == 0
+    structures = ase.io.read(out, index=":")
+    assert sum(len(a) for a in structures) > 0
+    assert all(not len(neighbor_list("d", a, 1.5)) for a in structures)
+    assert main([*argv[:-4], "--exclusion-distance", "0", "--one-file"]) == 2

@@ -46,6 +46,14 @@ def conventional_cell(phase: str, element: str | None = None, a: float | None = 
     return bulk(element, phase, a=a, cubic=True)
 
 
+def bond_length(phase: str, element: str | None = None, a: float | None = None, c: float | None = None) -> float:
+    """The nearest-neighbour distance (A) of the ideal ``phase``."""
+    from ase.neighborlist import neighbor_list
+
+    cell = conventional_cell(phase, element, a, c)
+    return float(neighbor_list("d", cell, 1.01 * float(cell.cell.lengths().max())).min())
+
+
 def crystal(
     phase: str,
     supercell: int | Sequence[int] = 2,

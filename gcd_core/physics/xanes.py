@@ -32,7 +32,7 @@ CHECKPOINT_FORMAT = "gcd-xanes-forward"
 CHECKPOINT_VERSION = 1
 
 
-def _switch(r: torch.Tensor, cutoff: float, width: float) -> torch.Tensor:
+def switch(r: torch.Tensor, cutoff: float, width: float) -> torch.Tensor:
     """1 below ``cutoff - width``, a cosine down to 0 at ``cutoff`` (smooth, so positions have gradients)."""
     x = ((r - (cutoff - width)) / width).clamp(0.0, 1.0)
     return 0.5 * (torch.cos(math.pi * x) + 1.0)
@@ -121,13 +121,13 @@ class XanesForwardModel(nn.Module):
         weights = torch.ones(n, device=positions.device) if weights is None else weights.float()
         i, j, vectors = periodic_pairs(positions, lengths, c["radial_cutoff"], candidates)
         r = vectors.norm(dim=-1)
-        pair_weight = weights[j] * _switch(r, c["radial_cutoff"], 0.5)
+        pair_weight = weights[j] * switch(r, c["radial_cutoff"], 0.5)
         smear = torch.exp(-0.5 * ((r[:, None] - self.radial_centres) / c["radial_width"]) ** 2)
         radial = torch.zeros(n, c["radial_bins"], device=positions.device).index_add(0, i, pair_weight[:, None] * smear)
 
         bonded = r < c["bond_cutoff"]
         bi, bj, bvec, br = i[bonded], j[bonded], vectors[bonded], r[bonded]
-        bond_weight = weights[bj] * _switch(br, c["bond_cutoff"], 0.3)
+        bond_weight = weights[bj] * switch(br, c["bond_cutoff"], 0.3)
         coordination = torch.zeros(n, device=positions.device).index_add(0, bi, bond_weight)
         angles = torch.zeros(n, c["angle_bins"], device=positions.device)
         if len(bi) > 1:
