@@ -51,12 +51,19 @@ from gcd_core.generate import (
     grid_layout_for,
 )
 from gcd_core.grain_boundaries import GB_DENSITY_SCALARS, GBRequest, decode_gb, gb_frames, gb_template
-from gcd_core.guidance import relative_error, spectrum_guidance
+from gcd_core.guidance import combined, relative_error, sp3_guidance, spectrum_guidance
 from gcd_core.io import sample_name, write_structures
 from gcd_core.model import GCDModel
 from gcd_core.physics import hybridisation, judge_phase, mass_density, space_group
 from gcd_core.physics.analysis import MAX_CARBON_DENSITY, radial_distribution
-from gcd_core.physics.spectra import ENERGY_GRID, SPECTRUM_VECTOR_NAME, conditioning_vector, normalise, read_spectrum
+from gcd_core.physics.spectra import (
+    ENERGY_GRID,
+    SPECTRUM_VECTOR_NAME,
+    conditioning_vector,
+    estimated_sp3,
+    normalise,
+    read_spectrum,
+)
 from gcd_core.physics.xanes import XanesForwardModel
 from gcd_core.representation.density import density_view
 
@@ -376,6 +383,10 @@ class GenerationSettings(param.Parameterized):
     spectrum_guidance = param.Number(
         default=0.0, bounds=(0.0, 100.0), doc="Gradient guidance toward the target through the forward model."
     )
+    sp3_guidance = param.Number(
+        default=0.0, bounds=(0.0, 400.0),
+        doc="Gradient guidance toward the sp3 fraction the target's pi* peak indicates.",
+    )
 
     def use_model(self, model: GCDModel | None) -> None:
         """Offer the model's classes (phases) and pick the first; spectrum models get the example targets."""
@@ -454,8 +465,8 @@ class GenerationSettings(param.Parameterized):
         cell = self.cell_lengths(model)
         # a cell the network cannot take fails here, before any thread; an amorphous box is fitted to the grid
         grid_layout_for(model, cell, self.phase, fit_to_stride=self.amorphous)
-        if self.amorphous and self.spectrum_guidance > 0 and self.target_spectrum is None:
-            raise GCDError("spectrum guidance needs a target spectrum: pick an example or upload one")
+        if self.amorphous and (self.spectrum_guidance > 0 or self.sp3_guidance > 0) and self.target_spectrum is None:
+            raise GCDError("spectrum or sp3 guidance needs a target spectrum: pick an example or upload one")
         vector = None
         if self.amorphous and self.target_spectrum is not None:
             vector = conditioning_vector(self.target_spectrum)
@@ -525,7 +536,8 @@ class GenerationRun(param.Parameterized):
         self._last_step = 0  # the step of _last_x0
         self._request: GenerationRequest | None = None  # of the current (or last) run
         self._shown_sample = 0  # the sample the latest density belongs to
-        self._guide: Callable[[torch.Tensor], torch.Tensor] | None = None  # spectrum gradient guidance
+        self._guide: Callable[[torch.Tensor], torch.Tensor] | None = None  # spectrum and sp3 gradient guidance
+        self._guide_scale = 0.0
         if model is None:
             self.param.update(status="error", error=model_error or "no model is loaded")
 
@@ -586,10 +598,15 @@ class GenerationRun(param.Parameterized):
         self._grid = self.model.grid_for(request.label)
         self._request = request
         target = self.settings.target_spectrum if self.settings.amorphous else None
-        self._guide = None
+        spectrum_guide = sp3_guide = None
         if target is not None and self.settings.spectrum_guidance > 0:
             forward = load_forward_model(self.model.device)
-            self._guide = spectrum_guidance(self._grid, forward, target, request.cell_lengths)
+            spectrum_guide = spectrum_guidance(self._grid, forward, target, request.cell_lengths)
+        if target is not None and self.settings.sp3_guidance > 0:
+            sp3_guide = sp3_guidance(self._grid, estimated_sp3(target), request.cell_lengths)
+        self._guide, self._guide_scale = combined(
+            (spectrum_guide, self.settings.spectrum_guidance), (sp3_guide, self.settings.sp3_guidance)
+        )
         self._mark_running(
             request.steps,
             request.num_samples,
@@ -674,7 +691,7 @@ class GenerationRun(param.Parameterized):
     def _frames(self, request: Any) -> Iterator[Frame]:
         """The sampler's frames for ``request`` (a generator: the worker closes it when it stops early)."""
         return generate_frames(
-            self.model, request, gradient_guidance=self._guide, gradient_scale=self.settings.spectrum_guidance
+            self.model, request, gradient_guidance=self._guide, gradient_scale=self._guide_scale
         )
 
     def _frame_updates(self, frame: Frame, started: float, first: bool) -> dict[str, Any]:

@@ -46,7 +46,7 @@ from gcd_core.device import resolve_device
 from gcd_core.errors import GCDError
 from gcd_core.io import sample_name
 from gcd_core.model import GCDModel
-from gcd_core.physics.spectra import ENERGY_GRID
+from gcd_core.physics.spectra import ENERGY_GRID, estimated_sp3
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,9 @@ class SettingsPanel(RunControls):
         self.spectrum_guidance = pn.widgets.FloatSlider.from_param(
             settings.param.spectrum_guidance, label="Gradient guidance (forward model)", step=1.0, visible=amorphous
         )
+        self.sp3_guidance = pn.widgets.FloatSlider.from_param(
+            settings.param.sp3_guidance, label="sp3 guidance (target's pi* peak)", step=10.0, visible=amorphous
+        )
         self.cell_info = pn.pane.Markdown(sizing_mode="stretch_width")
         settings.param.watch(self._update_cell_info, ["supercell", "phase", "box_edge"])
         settings.param.watch(self._update_target_info, ["target_spectrum", "target_label"])
@@ -199,9 +202,11 @@ class SettingsPanel(RunControls):
 
     def _update_target_info(self, *events: param.parameterized.Event) -> None:
         settings = self.run.settings
-        self.target_info.object = (
-            f"Target: {settings.target_label}" if settings.target_spectrum is not None else "No target: unconditional"
-        )
+        if settings.target_spectrum is None:
+            self.target_info.object = "No target: unconditional"
+            return
+        sp3 = estimated_sp3(settings.target_spectrum)
+        self.target_info.object = f"Target: {settings.target_label} (its pi* peak indicates {100 * sp3:.0f} % sp3)"
 
     def _update_cell_info(self, *events: param.parameterized.Event) -> None:
         model = self.run.model
@@ -234,6 +239,7 @@ class SettingsPanel(RunControls):
             self.upload,
             self.target_info,
             self.spectrum_guidance,
+            self.sp3_guidance,
             self.num_samples,
             self.steps,
             self.sampler,

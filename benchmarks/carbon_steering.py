@@ -4,9 +4,10 @@ For the mean spectrum of each held-out a-C cell (whole cells held out by ``split
 samples in one fixed box, so the atom count, and with it the density, is the model's choice, and report per
 guidance setting: the forward model's spectral error against the target (relative L2), the density and the sp3
 fraction beside the target's, and the share of singly coordinated carbons. Settings are classifier-free
-guidance scales (``--cfg``; 0 is the unconditional model) and gradient guidance through the forward model on
-the voxel grid (``--gradient``), alone and combined. Also prints unguided statistics against the training cells
-(RDF distance, coordination fractions).
+guidance scales (``--cfg``; 0 is the unconditional model), gradient guidance through the forward model on
+the voxel grid (``--gradient``) and gradient guidance toward the sp3 fraction the target's pi* peak indicates
+(``--sp3``; ``gcd_core.physics.spectra.estimated_sp3``), alone and combined. Also prints unguided statistics
+against the training cells (RDF distance, coordination fractions).
 
     python benchmarks/carbon_steering.py assets/carbon_xanes.pt --samples 8 --cfg 0 1 3 --gradient 0 30 \
         --device cuda
@@ -26,7 +27,7 @@ import torch
 
 from gcd_core.data.amorphous import DEFAULT_ROOT, load_carbon_dataset, split_by_structure, structure_spectrum
 from gcd_core.generate import GenerationRequest, generate
-from gcd_core.guidance import spectral_error, spectrum_guidance
+from gcd_core.guidance import combined, sp3_guidance, spectral_error, spectrum_guidance
 from gcd_core.model import GCDModel
 from gcd_core.physics.analysis import (
     MAX_CARBON_DENSITY,
@@ -36,7 +37,7 @@ from gcd_core.physics.analysis import (
     radial_distribution,
     rdf_distance,
 )
-from gcd_core.physics.spectra import conditioning_vector
+from gcd_core.physics.spectra import conditioning_vector, estimated_sp3
 from gcd_core.physics.xanes import XanesForwardModel
 from gcd_core.representation.grid import GridStretchWarning
 
@@ -87,11 +88,12 @@ def main() -> None:
     )
     parser.add_argument("--cfg", type=float, nargs="+", default=[0.0, 1.0, 3.0], help="classifier-free scales")
     parser.add_argument("--gradient", type=float, nargs="+", default=[0.0], help="gradient-guidance scales")
+    parser.add_argument("--sp3", type=float, nargs="+", default=[0.0], help="sp3-guidance scales")
     parser.add_argument(
         "--settings",
         nargs="+",
-        metavar="CFG:GRADIENT",
-        help="explicit (classifier-free, gradient) pairs instead of every --cfg x --gradient combination",
+        metavar="CFG:GRADIENT[:SP3]",
+        help="explicit (classifier-free, gradient, sp3) settings instead of every --cfg x --gradient x --sp3 one",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
@@ -115,23 +117,24 @@ def main() -> None:
     elif not args.all_targets:  # the first held-out cell of each density
         held_out = list({round(a.info["density"], 1): a for a in reversed(held_out)}.values())
     cell = (args.box,) * 3
-    settings = list(itertools.product(args.cfg, args.gradient))
+    settings = list(itertools.product(args.cfg, args.gradient, args.sp3))
     if args.settings:
-        settings = [tuple(float(v) for v in pair.split(":")) for pair in args.settings]
+        settings = [(*(float(v) for v in text.split(":")), 0.0)[:3] for text in args.settings]
     lines = [
         f"Model {args.checkpoint}; box {args.box} A (atom count free); {args.samples} samples per row; "
         f"{args.sampler.upper()} {args.steps} steps{budget_note(args)}; seed {args.seed}; device {args.device}",
         "",
-        "| target | target density | target sp3 | cfg | gradient | atoms | density | sp3 | sp1 share | "
-        "spectral error | failed | s/sample |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| target | target density | target sp3 (from pi*) | cfg | gradient | sp3 gradient | atoms | density | sp3 | "
+        "sp1 share | spectral error | failed | s/sample |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     unguided: list = []
     started = time.perf_counter()
     for target_atoms in sorted(held_out, key=lambda a: a.info["density"]):
         target = structure_spectrum(target_atoms)
-        for cfg, gradient in settings:
-            if cfg == 0 and gradient == 0 and unguided:
+        goal_sp3 = estimated_sp3(target)
+        for cfg, gradient, sp3_scale in settings:
+            if cfg == 0 and gradient == 0 and sp3_scale == 0 and unguided:
                 structures, seconds = unguided  # the unconditional model ignores the target: sample it once
             else:
                 request = GenerationRequest(
@@ -140,16 +143,20 @@ def main() -> None:
                     vector=conditioning_vector(target) if cfg > 0 else None, guidance_scale=max(cfg, 1.0),
                     fit_to_stride=True,
                 )
-                guide = spectrum_guidance(model.grid, forward, target, cell) if gradient > 0 else None
+                guide, scale = combined(
+                    (spectrum_guidance(model.grid, forward, target, cell) if gradient > 0 else None, gradient),
+                    (sp3_guidance(model.grid, goal_sp3, cell) if sp3_scale > 0 else None, sp3_scale),
+                )
                 began = time.perf_counter()
-                structures = generate(model, request, gradient_guidance=guide, gradient_scale=gradient)
+                structures = generate(model, request, gradient_guidance=guide, gradient_scale=scale)
                 seconds = (time.perf_counter() - began) / args.samples
-                if cfg == 0 and gradient == 0:
+                if cfg == 0 and gradient == 0 and sp3_scale == 0:
                     unguided = [structures, seconds]
             s = summarise(structures, forward, target)
             lines.append(
                 f"| {target_atoms.info['name']} | {target_atoms.info['density']:.2f} | {target_atoms.info['sp3']:.2f} "
-                f"| {cfg:g} | {gradient:g} | {s['atoms']:.0f} | {s['density']:.2f} ± {s['density_sd']:.2f} "
+                f"({goal_sp3:.2f}) | {cfg:g} | {gradient:g} | {sp3_scale:g} | {s['atoms']:.0f} "
+                f"| {s['density']:.2f} ± {s['density_sd']:.2f} "
                 f"| {s['sp3']:.2f} ± {s['sp3_sd']:.2f} | {s['sp1']:.3f} | {s['error']:.3f} | {s['failed']} "
                 f"| {seconds:.2f} |"
             )

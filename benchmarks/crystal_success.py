@@ -44,6 +44,7 @@ class Job:
     steps: int  # the voxel sampler's budget at this size
     resample: int
     resample_window: tuple[float, float]
+    exclusion: float  # x the phase's bond length; 0: off
 
 
 def per_size(values: list, n: int):
@@ -51,9 +52,10 @@ def per_size(values: list, n: int):
     return values[min(n, len(values) - 1)]
 
 
-def sampler_budget(args: argparse.Namespace, n: int) -> tuple[int, int, tuple[float, float]]:
-    """Steps, resample and resample window of the voxel sampler at the n-th size."""
-    return per_size(args.steps, n), per_size(args.resample, n), (0.0, per_size(args.resample_below, n))
+def sampler_budget(args: argparse.Namespace, n: int) -> tuple[int, int, tuple[float, float], float]:
+    """Steps, resample, resample window and site exclusion of the voxel sampler at the n-th size."""
+    return (per_size(args.steps, n), per_size(args.resample, n), (0.0, per_size(args.resample_below, n)),
+            per_size(args.exclusion, n))
 
 
 def model_phases(model: GCDModel) -> list[tuple[str, str | None]]:
@@ -94,8 +96,7 @@ def run_job(job: Job, args: argparse.Namespace) -> tuple[Job, list[dict], float]
             resample_window=job.resample_window,
             seed=args.seed + job.start,
             label=job.label,
-            exclusion_distance=args.exclusion and args.exclusion * bond_length(job.phase),
-            exclusion_below=args.exclusion_below,
+            exclusion_distance=job.exclusion * bond_length(job.phase) if job.exclusion else None,
         )
         structures = generate(model, request)  # type: ignore[arg-type]
     else:
@@ -165,14 +166,10 @@ def main() -> None:
         ("--steps", int, 200, "sampler steps"),
         ("--resample", int, 1, "times each step is taken, re-noising between"),
         ("--resample-below", float, 1.0, "repeat only the steps that start at noise times t <= this"),
+        ("--exclusion", float, 0.0, "site exclusion below t = 0.3 (labelled samples): of two sites closer than this "
+         "times the phase's bond length the fuller stays; 0: off"),
     ):
         parser.add_argument(option, type=kind, nargs="+", default=[default], help=f"{text}, per size; the last repeats")
-    parser.add_argument(
-        "--exclusion", type=float, metavar="F",
-        help="site exclusion while sampling (labelled samples): of two sites closer than F x the phase's bond "
-        "length, the fuller stays",
-    )
-    parser.add_argument("--exclusion-below", type=float, default=0.3, help="... at noise times t <= this")
     parser.add_argument("--baselines", type=Path, help="directory of per-phase point-cloud baseline checkpoints")
     parser.add_argument("--baseline-steps", type=int, default=64, help="baseline Euler-Maruyama steps")
     parser.add_argument("--baseline-restarts", type=int, default=4, help="baseline restart rounds")
@@ -227,14 +224,15 @@ def main() -> None:
     sampling = ", ".join(
         f"{size}x {args.sampler.upper()} {steps} steps x resample {resample}"
         + (f" below t = {window[1]:g}" if window[1] < 1 else "")
-        for size, (steps, resample, window) in ((size, sampler_budget(args, n)) for n, size in enumerate(args.sizes))
+        + (f", site exclusion at {exclusion:g} x bond length" if exclusion else "")
+        for size, (steps, resample, window, exclusion) in (
+            (size, sampler_budget(args, n)) for n, size in enumerate(args.sizes)
+        )
     )
     where = f"{args.device}, batches of {args.batch}"
     if args.device == "cpu":
         where = f"{args.workers} worker(s) x 1 thread"
-    exclusion = (f", site exclusion at {args.exclusion:g} x bond length below t = {args.exclusion_below:g}"
-                 if args.exclusion else "")
-    print(f"Model {args.checkpoint}: {sampling}{exclusion}, seed {args.seed}; {where}")
+    print(f"Model {args.checkpoint}: {sampling}, seed {args.seed}; {where}")
     if args.baselines:
         print(
             f"Baseline {args.baselines}/<phase>: {args.baseline_steps} Euler-Maruyama steps + "

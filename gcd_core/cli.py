@@ -390,6 +390,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="gradient guidance toward the target through the XANES forward model (0: off)",
     )
     target.add_argument(
+        "--sp3-guidance",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="G",
+        help="gradient guidance toward the sp3 fraction the target's pi* peak indicates (or --target-sp3); 0: off",
+    )
+    target.add_argument(
+        "--target-sp3", type=_unit_interval, metavar="F", help="the sp3 fraction to guide to, instead of the estimate"
+    )
+    target.add_argument(
         "--xanes-model", type=Path, default=DEFAULT_XANES_MODEL, metavar="PATH", help="the forward model"
     )
     p.add_argument(
@@ -880,16 +890,26 @@ def cmd_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         from gcd_core.physics.spectra import conditioning_vector
 
         vector = conditioning_vector(target)
-    elif target is not None and not args.spectrum_guidance:
+    elif target is not None and not (args.spectrum_guidance or args.sp3_guidance):
         raise GCDError("this model is not spectrum-conditioned; add --spectrum-guidance G to steer it by gradient")
+    if args.sp3_guidance and target is None and args.target_sp3 is None:
+        raise GCDError("--sp3-guidance needs --target-sp3 F, or a target spectrum to read the sp3 fraction from")
     model.conditioning_tensors(1, args.label, vector)  # a bad label or vector fails here, before sampling
-    guide = None
+    from gcd_core.guidance import combined, sp3_guidance, spectrum_guidance
+
+    spectrum_guide = sp3_guide = None
     if args.spectrum_guidance:
-        from gcd_core.guidance import spectrum_guidance
         from gcd_core.physics.xanes import XanesForwardModel
 
         forward = XanesForwardModel.load(args.xanes_model, device=device)
-        guide = spectrum_guidance(model.grid_for(args.label), forward, target, cell)
+        spectrum_guide = spectrum_guidance(model.grid_for(args.label), forward, target, cell)
+    if args.sp3_guidance:
+        from gcd_core.physics.spectra import estimated_sp3
+
+        goal = args.target_sp3 if args.target_sp3 is not None else estimated_sp3(target)
+        print(f"sp3 guidance toward {goal:.2f}", file=sys.stderr)
+        sp3_guide = sp3_guidance(model.grid_for(args.label), goal, cell)
+    guide, gradient_scale = combined((spectrum_guide, args.spectrum_guidance), (sp3_guide, args.sp3_guidance))
     request = GenerationRequest(
         cell_lengths=cell,
         num_samples=args.num_samples,
@@ -914,7 +934,7 @@ def cmd_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GridStretchWarning)
         structures = generate(
-            model, request, progress=True, gradient_guidance=guide, gradient_scale=args.spectrum_guidance
+            model, request, progress=True, gradient_guidance=guide, gradient_scale=gradient_scale
         )
     paths = write_structures(structures, args.out, args.format, one_file=args.one_file)
     for index, atoms in enumerate(structures):

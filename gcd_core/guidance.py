@@ -91,8 +91,9 @@ def sp3_guidance(
     """``x0_hat (model space) -> loss [B]``: how far the grid's soft sp3 fraction lies from ``target_sp3``.
 
     A candidate site's coordination is the occupancy-weighted count of sites within ``bond_cutoff`` (faded over
-    0.3 A across it, so positions have gradients); its sp3 share is a smooth bump around four bonds; the fraction
-    is the occupancy-weighted mean over sites above ``min_occupancy``.
+    0.3 A across it, so positions have gradients); its sp3 share is a smooth bump around four bonds, scaled so
+    that exactly four full bonds count 1; the fraction is the occupancy-weighted mean over sites above
+    ``min_occupancy``.
     """
     if not 0 <= target_sp3 <= 1:
         raise GCDError(f"target_sp3 must lie in [0, 1], got {target_sp3}")
@@ -113,13 +114,28 @@ def sp3_guidance(
             i, j, vectors = periodic_pairs(sites, lengths.to(sites.device), outer, candidates)
             bonds = weights[j] * switch(vectors.norm(dim=-1), outer, 0.3)
             coordination = torch.zeros(len(sites), device=sites.device, dtype=sites.dtype).index_add(0, i, bonds)
-            four = torch.sigmoid((coordination - 3.5) / 0.15) * torch.sigmoid((4.5 - coordination) / 0.15)
             w = weights[candidates]
-            fraction = (w * four[candidates]).sum() / w.sum()
+            fraction = (w * _four_bonds(coordination[candidates])).sum() / (w.sum() * _four_bonds(torch.tensor(4.0)))
             losses.append((fraction - target_sp3).abs())
         return torch.stack(losses)
 
     return loss
+
+
+def _four_bonds(coordination: torch.Tensor) -> torch.Tensor:
+    """A smooth bump: about 1 for a coordination of four, about 0 for three or five."""
+    return torch.sigmoid((coordination - 3.5) / 0.15) * torch.sigmoid((4.5 - coordination) / 0.15)
+
+
+def combined(
+    *terms: tuple[Callable[[torch.Tensor], torch.Tensor] | None, float],
+) -> tuple[Callable[[torch.Tensor], torch.Tensor] | None, float]:
+    """Several guidance losses as one ``(loss, gradient_scale)`` for the ``Denoiser``: the sum of each loss times
+    its scale, at scale 1 (terms that are None or at scale 0 left out; a single term keeps its own scale)."""
+    active = [(loss, float(scale)) for loss, scale in terms if loss is not None and scale > 0]
+    if len(active) < 2:
+        return active[0] if active else (None, 0.0)
+    return (lambda x0: sum(scale * loss(x0) for loss, scale in active)), 1.0
 
 
 def relative_error(spectrum: np.ndarray, target: np.ndarray) -> float:

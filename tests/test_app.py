@@ -410,7 +410,7 @@ def test_carbon_mode_targets_guidance_results_and_bad_uploads(tmp_path: Path) ->
     assert "broken.txt" in dashboard.error_message
     assert np.array_equal(settings.target_spectrum, chosen)
 
-    settings.param.update(box_edge=9.6, spectrum_guidance=1.0, guidance_scale=2.0)
+    settings.param.update(box_edge=9.6, spectrum_guidance=1.0, sp3_guidance=10.0, guidance_scale=2.0)
     assert run.generate_blocking() == "done"
     assert len(run.rows) == 2 and set(run.rows[0]) <= set(app_state.CARBON_COLUMNS)
     assert len(run.spectra) == 2 and run.target_spectrum is not None
@@ -418,6 +418,9 @@ def test_carbon_mode_targets_guidance_results_and_bad_uploads(tmp_path: Path) ->
 
     settings.param.update(target=None, spectrum_guidance=1.0)  # guidance without a target: a clear error
     assert run.generate_blocking() == "error" and "needs a target" in run.error
+    settings.param.update(spectrum_guidance=0.0, sp3_guidance=10.0)  # so does sp3 guidance
+    assert run.generate_blocking() == "error" and "needs a target" in run.error
+    settings.sp3_guidance = 0.0
     good = "\n".join(f"{e} {np.exp(-((e - 292) / 4) ** 2)}" for e in np.linspace(270, 320, 80)).encode()
     dashboard.settings_panel.upload.filename = "mine.csv"
     dashboard.settings_panel.upload.value = good
@@ -488,7 +491,7 @@ def test_drawn_target_becomes_the_target_of_the_request_and_the_run(carbon_check
     drag_point(dashboard, 12, start[12] + 0.05)  # 298.5 eV, up
 
     assert settings.target_label == "drawn (reshaped example graphite)" and settings.target is None
-    assert dashboard.settings_panel.target_info.object == "Target: drawn (reshaped example graphite)"
+    assert dashboard.settings_panel.target_info.object.startswith("Target: drawn (reshaped example graphite) (its pi*")
     drawn = settings.target_spectrum
     assert drawn.shape == (100,) and np.trapezoid(drawn, app_state.ENERGY_GRID) == pytest.approx(1.0)
     grid = app_state.ENERGY_GRID

@@ -1,6 +1,7 @@
 """Reading target spectra: resampling onto the model grid, normalisation, and a clear error for each bad file."""
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,3 +72,33 @@ def test_size_binary_and_missing_files(tmp_path):
         read_spectrum(b"\xff\xfe\x00\x81" * 100, name="upload.bin")
     with pytest.raises(SpectrumFileError, match="does not exist"):
         read_spectrum(tmp_path / "missing.csv")
+
+
+def test_sp3_estimate_rises_with_the_density_of_the_shipped_example_spectra():
+    """The pi* reading orders the example spectra (held-out cells, 1.5 to 3.5 g/cm3) by sp3, and puts graphite
+    near 0 and the 3.5 g/cm3 cell (94 % sp3) near 1."""
+    from gcd_core.physics.spectra import estimated_sp3
+
+    folder = Path(__file__).resolve().parents[1] / "assets" / "spectra"
+    names = ["a-C_1.5gcc_d1.5_4", "a-C_2.0gcc_d0.0_14", "a-C_2.5gcc_d2.5_1", "a-C_3.0gcc_d0.0_20", "a-C_3.5gcc_d0.0_18"]
+    estimates = [estimated_sp3(read_spectrum(folder / f"{name}.txt")) for name in names]
+    assert all(a < b for a, b in zip(estimates, estimates[1:], strict=False)), estimates
+    assert estimates[0] < 0.1 and estimates[-1] > 0.8
+    assert estimated_sp3(read_spectrum(folder / "graphite.txt")) < 0.1
+
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "a-C"
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not beside this checkout")
+def test_sp3_line_is_the_least_squares_fit_on_the_training_cells():
+    from gcd_core.data.amorphous import load_carbon_dataset, split_by_structure, structure_spectrum
+    from gcd_core.physics import hybridisation
+    from gcd_core.physics.spectra import SP3_FROM_PI_STAR, estimated_sp3, pi_star_intensity
+
+    train, held_out = split_by_structure(load_carbon_dataset(DATA))
+    pi_star = [pi_star_intensity(normalise(structure_spectrum(a))) for a in train]
+    slope, intercept = np.polyfit(pi_star, [hybridisation(a).sp3 for a in train], 1)
+    assert (intercept, slope) == pytest.approx(SP3_FROM_PI_STAR, abs=1e-3)
+    errors = [abs(estimated_sp3(structure_spectrum(a)) - hybridisation(a).sp3) for a in held_out]
+    assert max(errors) < 0.1, errors
