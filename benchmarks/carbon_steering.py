@@ -27,7 +27,7 @@ import torch
 
 from gcd_core.data.amorphous import DEFAULT_ROOT, load_carbon_dataset, split_by_structure, structure_spectrum
 from gcd_core.generate import GenerationRequest, generate
-from gcd_core.guidance import combined, sp3_guidance, spectral_error, spectrum_guidance
+from gcd_core.guidance import EstimateRefinement, combined, sp3_guidance, spectral_error, spectrum_guidance
 from gcd_core.model import GCDModel
 from gcd_core.physics.analysis import (
     MAX_CARBON_DENSITY,
@@ -66,10 +66,14 @@ def summarise(structures: list, forward: XanesForwardModel, target: np.ndarray) 
 
 
 def budget_note(args: argparse.Namespace) -> str:
-    if args.resample == 1:
-        return ""
-    low, high = args.resample_window
-    return f", each step with t in [{low:g}, {high:g}] run {args.resample} times"
+    note = ""
+    if args.resample > 1:
+        low, high = args.resample_window
+        note = f", each step with t in [{low:g}, {high:g}] run {args.resample} times"
+    if args.sp3_refine:
+        note += (f"; with sp3 guidance each clean estimate at t <= {args.sp3_refine_below:g} also takes "
+                 f"{args.sp3_refine} Adam steps of the sp3 loss")
+    return note
 
 
 def main() -> None:
@@ -89,6 +93,11 @@ def main() -> None:
     parser.add_argument("--cfg", type=float, nargs="+", default=[0.0, 1.0, 3.0], help="classifier-free scales")
     parser.add_argument("--gradient", type=float, nargs="+", default=[0.0], help="gradient-guidance scales")
     parser.add_argument("--sp3", type=float, nargs="+", default=[0.0], help="sp3-guidance scales")
+    parser.add_argument(
+        "--sp3-refine", type=int, default=0, metavar="N",
+        help="with sp3 guidance, also N Adam steps of the sp3 loss on each clean estimate below --sp3-refine-below",
+    )
+    parser.add_argument("--sp3-refine-below", type=float, default=0.5, metavar="T")
     parser.add_argument(
         "--settings",
         nargs="+",
@@ -143,12 +152,17 @@ def main() -> None:
                     vector=conditioning_vector(target) if cfg > 0 else None, guidance_scale=max(cfg, 1.0),
                     fit_to_stride=True,
                 )
+                sp3_loss = sp3_guidance(model.grid, goal_sp3, cell) if sp3_scale > 0 else None
                 guide, scale = combined(
                     (spectrum_guidance(model.grid, forward, target, cell) if gradient > 0 else None, gradient),
-                    (sp3_guidance(model.grid, goal_sp3, cell) if sp3_scale > 0 else None, sp3_scale),
+                    (sp3_loss, sp3_scale),
                 )
+                refine = None
+                if sp3_loss is not None and args.sp3_refine:
+                    refine = EstimateRefinement(sp3_loss, args.sp3_refine, below=args.sp3_refine_below)
                 began = time.perf_counter()
-                structures = generate(model, request, gradient_guidance=guide, gradient_scale=scale)
+                structures = generate(model, request, gradient_guidance=guide, gradient_scale=scale,
+                                      projection=refine)
                 seconds = (time.perf_counter() - began) / args.samples
                 if cfg == 0 and gradient == 0 and sp3_scale == 0:
                     unguided = [structures, seconds]

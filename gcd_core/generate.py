@@ -208,9 +208,10 @@ def generate(
     progress: bool = False,
     gradient_guidance: Callable[[torch.Tensor], torch.Tensor] | None = None,
     gradient_scale: float = 0.0,
+    projection: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> list[Atoms]:
-    """Generate ``request.num_samples`` structures (guidance as in :func:`generate_frames`)."""
-    frames = generate_frames(model, request, inpaint, gradient_guidance, gradient_scale)
+    """Generate ``request.num_samples`` structures (guidance and projection as in :func:`generate_frames`)."""
+    frames = generate_frames(model, request, inpaint, gradient_guidance, gradient_scale, projection)
     if progress:
         from tqdm.auto import tqdm
 

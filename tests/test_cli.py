@@ -576,3 +576,14 @@ def test_generate_with_site_exclusion(trained: Path, tmp_path: Path) -> None:
     assert sum(len(a) for a in structures) > 0
     assert all(not len(neighbor_list("d", a, 1.5)) for a in structures)
     assert main([*argv[:-4], "--exclusion-distance", "0", "--one-file"]) == 2
+
+
+def test_generate_with_sp3_guidance(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "g.extxyz"
+    argv = ["generate", str(trained / "model.pt"), "--out", str(out), "--cell", *map(str, CELL), "--steps", "3",
+            "--merge-distance", "2.0", "--sp3-guidance", "5", "--sp3-refine", "2"]
+    assert main(argv) == 1  # no target spectrum and no --target-sp3
+    assert "needs --target-sp3" in capsys.readouterr().err
+    assert main([*argv, "--target-sp3", "0.5"]) == 0
+    assert "sp3 guidance toward 0.50" in capsys.readouterr().err
+    assert out.exists()

@@ -131,3 +131,22 @@ def test_combined_guidance_sums_the_scaled_losses():
     assert scale == 1.0 and torch.equal(guide(x), torch.full((2,), 13.0))
     assert combined((first, 3.0), (second, 0.0)) == (first, 3.0)
     assert combined((None, 3.0)) == (None, 0.0)
+
+
+def test_estimate_refinement_moves_late_estimates_only(cells):
+    from gcd_core.guidance import EstimateRefinement, sp3_guidance
+    from gcd_core.physics import hybridisation
+
+    shaken = cells["d3.5_2"].copy()
+    shaken.positions += np.random.default_rng(0).normal(0, 0.15, shaken.positions.shape)
+    shaken.wrap()
+    grid = VoxelGrid(("C",), VOXEL)
+    refine = EstimateRefinement(sp3_guidance(grid, 0.94, shaken.cell.lengths()), iterations=30, below=0.5)
+    x0 = encoded(shaken, grid)
+    assert torch.equal(refine(x0, torch.tensor([0.6])), x0)  # too early: left alone
+    refined = refine(x0, torch.tensor([0.4]))
+    assert torch.equal(refine(x0, torch.tensor([0.4])), refined)  # deterministic
+    mended = grid.decode(grid.to_data_space(refined), shaken.cell.lengths())[0]
+    assert hybridisation(shaken).sp3 < 0.65 and hybridisation(mended).sp3 > 0.8
+    with pytest.raises(GCDError, match="refinement"):
+        EstimateRefinement(refine.loss, iterations=-1)
