@@ -10,6 +10,7 @@ GenerationRun that in-paints the GB window and then relaxes and scores every sam
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import math
@@ -49,8 +50,16 @@ from gcd_core.generate import (
     decode_frame,
     generate_frames,
     grid_layout_for,
+    partial_steps,
 )
-from gcd_core.grain_boundaries import GB_DENSITY_SCALARS, GBRequest, decode_gb, gb_frames, gb_template
+from gcd_core.grain_boundaries import (
+    GB_DENSITY_SCALARS,
+    REFINE_START_TIME,
+    GBRequest,
+    decode_gb,
+    gb_frames,
+    gb_template,
+)
 from gcd_core.guidance import (
     SP3_REFINE_BELOW,
     SP3_REFINE_STEPS,
@@ -833,6 +842,11 @@ class GBSettings(param.Parameterized):
     )
     sampler = param.Selector(default="ddpm", objects=sorted(SAMPLERS), doc="ddpm (ancestral) or ddim (deterministic).")
     relax = param.Boolean(default=True, doc="Relax every sample with LAMMPS (EAM) and score its E_gb.")
+    vary_lowest = param.Boolean(
+        default=False,
+        doc="Vary the last run's lowest relaxed GB: its slab noised part way (t = 0.4) and in-painted back between "
+        "its own grains, in that share of the steps (partial diffusion).",
+    )
 
     # what the loaded model and this machine offer (set by use_model)
     n_conditioning = param.Boolean(default=False, doc="The model was trained conditioned on [n].")
@@ -946,6 +960,7 @@ class GBRun(GenerationRun):
         self._generation: GenerationRequest | None = None  # of the window, from the sampler's frames
         self._template: Atoms | None = None  # the bicrystal whose grains the run keeps
         self._skip_reason = ""
+        self._parent: Atoms | None = None  # the relaxed GB a variation run starts from
         self._streaming = False  # the worker is sampling: previews are throttled
         self._next_preview_at = -math.inf
 
@@ -962,8 +977,13 @@ class GBRun(GenerationRun):
         self._begin_reset()
         try:
             request = self.settings.request(self.model)
-            # an unknown system or a model without a reference translation fails here, before any thread
-            template = gb_template(self.model, request)
+            self._parent = self._lowest_relaxed(request.system) if self.settings.vary_lowest else None
+            if self._parent is None:
+                # an unknown system or a model without a reference translation fails here, before any thread
+                template = gb_template(self.model, request)
+            else:
+                template = self._parent
+                request = dataclasses.replace(request, steps=partial_steps(request.steps, REFINE_START_TIME))
         except GCDError as exc:
             self.param.update(status="error", error=str(exc))
             return None
@@ -980,8 +1000,17 @@ class GBRun(GenerationRun):
         )
         return request
 
+    def _lowest_relaxed(self, system: str) -> Atoms:
+        """The last run's lowest-E_gb relaxed GB of ``system``, the parent of a variation run."""
+        scored = [(row[GB_ENERGY_COLUMN], atoms) for atoms, row in zip(self.structures, self.rows, strict=False)
+                  if row.get(GB_ENERGY_COLUMN) is not None and atoms.info.get("gb_system") == system]
+        if not scored:
+            raise GCDError(f"no relaxed {system} GB to vary: run once with relaxation on, then vary its lowest")
+        return min(scored, key=lambda item: item[0])[1]
+
     def _frames(self, request: GBRequest) -> Iterator[Frame]:  # type: ignore[override]
-        frames = gb_frames(self.model, request)
+        start_time = 1.0 if self._parent is None else REFINE_START_TIME
+        frames = gb_frames(self.model, request, parent=self._parent, start_time=start_time)
         self._streaming, self._next_preview_at = True, -math.inf
         try:
             for frame, generation, template in frames:

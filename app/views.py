@@ -287,6 +287,9 @@ class GBSettingsPanel(RunControls):
             settings.param.relax, name="Relax (LAMMPS) and score E_gb", disabled=bool(settings.relax_unavailable)
         )
         self.relax_note = pn.pane.Markdown(sizing_mode="stretch_width")
+        self.vary_lowest = pn.widgets.Checkbox.from_param(
+            settings.param.vary_lowest, name="Vary the last run's lowest relaxed GB (partial diffusion from t = 0.4)"
+        )
         self.system_info = pn.pane.Markdown(sizing_mode="stretch_width")
         settings.param.watch(self._update_target_n, ["use_target_n"])
         settings.param.watch(self._update_relax_note, ["relax", "relax_unavailable"])
@@ -338,6 +341,7 @@ class GBSettingsPanel(RunControls):
             self.seed,
             self.relax,
             self.relax_note,
+            self.vary_lowest,
             self.buttons(),
             sizing_mode="stretch_width",
         )

@@ -693,6 +693,20 @@ def test_gb_run_streams_frames_relaxes_scores_and_plots(gb_models: dict[str, Pat
     name, data = download(dashboard)
     assert name.endswith(".zip") and len(zipfile.ZipFile(io.BytesIO(data)).namelist()) == 2
 
+    # variations of the lowest relaxed GB: its slab noised to t = 0.4 and in-painted back, in 4 of the 10 steps
+    lowest = min((row["E_gb (J/m²)"], i) for i, row in enumerate(run.rows) if row["E_gb (J/m²)"] is not None)[1]
+    parent = run.structures[lowest]
+    dashboard.settings.vary_lowest = True
+    assert run.generate_blocking() == "done", run.error
+    assert run.num_steps == 4 and len(run.structures) == 2
+    assert run._template is parent  # the grains kept are the parent's own
+
+
+def test_varying_without_a_relaxed_gb_is_a_clear_error(gb_models: dict[str, Path]) -> None:
+    dashboard = make_gb_dashboard(gb_models["n"], steps=10, samples=1)
+    dashboard.settings.vary_lowest = True
+    assert dashboard.run.generate_blocking() == "error" and "no relaxed cu_sigma5_tilt GB" in dashboard.run.error
+
 
 def test_gb_cancel_while_sampling_and_while_relaxing(gb_models: dict[str, Path]) -> None:
     dashboard = make_gb_dashboard(gb_models["n"], steps=200, samples=1)
