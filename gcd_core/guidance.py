@@ -1,9 +1,11 @@
-"""Gradient guidance toward a target XANES spectrum, through the forward model on the voxel grid.
+"""Gradient guidance on the voxel grid: toward a target XANES spectrum, and toward an sp3 fraction.
 
 The sampler's clean estimate is read as weighted candidate sites (every voxel at its corner plus its offset,
-weighted by its occupancy), the forward model gives their weighted-mean spectrum, and the relative spectral
-error ``||A(x0) - y|| / ||y||`` is the loss whose gradient the ``Denoiser`` follows (the norm rather than its
-square, as in posterior-sampling guidance, so the push does not fade as the spectrum gets close).
+weighted by its occupancy). For a spectrum, the forward model gives their weighted-mean spectrum, and the relative
+spectral error ``||A(x0) - y|| / ||y||`` is the loss whose gradient the ``Denoiser`` follows (the norm rather than
+its square, as in posterior-sampling guidance, so the push does not fade as the spectrum gets close). For sp3, a
+soft count of four-bonded sites is the loss's (``sp3_guidance``); ``EstimateRefinement`` also moves late clean
+estimates down a loss directly.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def spectrum_guidance(
             f"the target spectrum needs {len(ENERGY_GRID)} values on the model grid, got {target_values.size}"
         )
     goal = torch.as_tensor(normalise(target_values), dtype=torch.float32)
-    max_sites = max(1, int(MAX_SITES_PER_A3 * float(np.prod(cell_lengths))))
+    max_sites = _max_sites(cell_lengths)
 
     def loss(x0: torch.Tensor) -> torch.Tensor:
         model_device = next(forward_model.parameters()).device
@@ -69,12 +71,11 @@ def spectrum_guidance(
         wanted = goal.to(model_device)
         losses = []
         for b in range(x0.shape[0]):
-            top = torch.topk(occupancy[b], min(max_sites, occupancy.shape[1])).indices
-            weights = occupancy[b, top].to(model_device)
+            sites, weights = _fullest(positions[b], occupancy[b], max_sites)
+            sites, weights = sites.to(model_device), weights.to(model_device)
             if not bool((weights > min_occupancy).any()):
                 losses.append(x0[b].sum() * 0.0)  # nothing placed yet: no push
                 continue
-            sites = positions[b, top].to(model_device)
             spectrum = forward_model.weighted_spectrum(sites, weights, cell_lengths, min_occupancy)
             losses.append(((spectrum - wanted).norm() / wanted.norm()).to(x0.device))
         return torch.stack(losses)
@@ -98,16 +99,16 @@ def sp3_guidance(
     """
     if not 0 <= target_sp3 <= 1:
         raise GCDError(f"target_sp3 must lie in [0, 1], got {target_sp3}")
-    max_sites = max(1, int(MAX_SITES_PER_A3 * float(np.prod(cell_lengths))))
+    max_sites = _max_sites(cell_lengths)
     lengths = torch.as_tensor(cell_lengths, dtype=torch.float32)
     outer = bond_cutoff + 0.15
+    full_sp3 = float(_four_bonds(torch.tensor(4.0)))
 
     def loss(x0: torch.Tensor) -> torch.Tensor:
         positions, occupancy = grid_sites(grid, x0.float(), cell_lengths)
         losses = []
         for b in range(x0.shape[0]):
-            top = torch.topk(occupancy[b], min(max_sites, occupancy.shape[1])).indices
-            weights, sites = occupancy[b, top], positions[b, top]
+            sites, weights = _fullest(positions[b], occupancy[b], max_sites)
             candidates = weights > min_occupancy
             if not bool(candidates.any()):
                 losses.append(x0[b].sum() * 0.0)
@@ -116,11 +117,21 @@ def sp3_guidance(
             bonds = weights[j] * switch(vectors.norm(dim=-1), outer, 0.3)
             coordination = torch.zeros(len(sites), device=sites.device, dtype=sites.dtype).index_add(0, i, bonds)
             w = weights[candidates]
-            fraction = (w * _four_bonds(coordination[candidates])).sum() / (w.sum() * _four_bonds(torch.tensor(4.0)))
+            fraction = (w * _four_bonds(coordination[candidates])).sum() / (w.sum() * full_sp3)
             losses.append((fraction - target_sp3).abs())
         return torch.stack(losses)
 
     return loss
+
+
+def _max_sites(cell_lengths: Sequence[float]) -> int:
+    return max(1, int(MAX_SITES_PER_A3 * float(np.prod(cell_lengths))))
+
+
+def _fullest(positions: torch.Tensor, occupancy: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``count`` most occupied candidate sites of one grid: positions and occupancies."""
+    top = torch.topk(occupancy, min(count, occupancy.shape[0])).indices
+    return positions[top], occupancy[top]
 
 
 def _four_bonds(coordination: torch.Tensor) -> torch.Tensor:
