@@ -90,11 +90,11 @@ def sp3_guidance(
     bond_cutoff: float = DEFAULT_BOND_CUTOFF,
     min_occupancy: float = GUIDANCE_MIN_OCCUPANCY,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``x0_hat (model space) -> loss [B]``: how far the grid's soft sp3 fraction lies below ``target_sp3``, plus
-    the soft fraction of sites with at most one bond. It raises sp3, never lowers it: pushed down, the bond count
-    fell to chains and loose atoms rather than to sp2 (at the 1.5 g/cm3 target, scratch runs in
-    ``benchmarks/results/carbon_sp3_guidance_cpu.md``); sparse targets get their low sp3 from the spectrum
-    conditioning.
+    """``x0_hat (model space) -> loss [B]``: how far the grid's soft sp3 fraction lies below ``target_sp3``.
+
+    It raises sp3, never lowers it: pushed down, the bond count fell to chains and loose atoms rather than to sp2
+    (at the 1.5 g/cm3 target, ``benchmarks/results/carbon_sp3_guidance_cpu.md``); sparse targets get their low
+    sp3 from the spectrum conditioning.
 
     A candidate site's coordination is the occupancy-weighted count of sites within ``bond_cutoff`` (faded over
     0.3 A across it, so positions have gradients); its sp3 share is a smooth bump around four bonds, scaled so
@@ -122,9 +122,7 @@ def sp3_guidance(
             coordination = torch.zeros(len(sites), device=sites.device, dtype=sites.dtype).index_add(0, i, bonds)
             w = weights[candidates]
             fraction = (w * _four_bonds(coordination[candidates])).sum() / (w.sum() * full_sp3)
-            # sites with one bond or none: a-C has next to none (the training cells: none)
-            dangling = (w * torch.sigmoid((1.5 - coordination[candidates]) / 0.15)).sum() / w.sum()
-            losses.append(torch.relu(target_sp3 - fraction) + dangling)
+            losses.append(torch.relu(target_sp3 - fraction))
         return torch.stack(losses)
 
     return loss
