@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from ase.neighborlist import neighbor_list
 
-from gcd_core.data.crystals import bond_length, conventional_cell
+from gcd_core.data.crystals import bond_length
 from gcd_core.generate import GenerationRequest, generate
 from gcd_core.model import GCDModel
 from gcd_core.physics import judge_phase
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     window = "" if tuple(args.resample_window) == (0.0, 1.0) else " for t in [{:g}, {:g}]".format(*args.resample_window)
     print(f"{args.phase} {args.size}x, DDPM {args.steps} x resample {args.resample}{window}, "
           f"cfg {args.guidance_scale:g}, seed {args.seed}{estimate}: {seconds:.2f} s per sample (one thread)")
-    bulk_distance = float(neighbor_list("d", conventional_cell(args.phase), 4.0).min())
+    bulk_distance = bond_length(args.phase)
     voxel_edges = model.grid_for(args.phase).nominal_edges
     print(f"{'sample':>6} {'atoms':>9} {'groups at symprec ' + ' / '.join(f'{s:g}' for s in SYMPRECS):>40} "
           f"{'phase type':>10} {'closest pair (A)':>16} {'occupancy: paired / rest':>25}")

@@ -898,7 +898,7 @@ def cmd_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         from gcd_core.physics.spectra import conditioning_vector
 
         vector = conditioning_vector(target)
-    elif target is not None and not (args.spectrum_guidance or args.sp3_guidance):
+    elif target is not None and not (args.spectrum_guidance or args.sp3_guidance or args.sp3_refine):
         raise GCDError("this model is not spectrum-conditioned; add --spectrum-guidance G to steer it by gradient")
     if (args.sp3_guidance or args.sp3_refine) and target is None and args.target_sp3 is None:
         raise GCDError("sp3 guidance needs --target-sp3 F, or a target spectrum to read the sp3 fraction from")
