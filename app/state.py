@@ -406,6 +406,11 @@ class GenerationSettings(param.Parameterized):
         "are also refined toward it (measured: 200).",
     )
 
+    @property
+    def target_sp3(self) -> float | None:
+        """The sp3 fraction the target's pi* peak indicates (what sp3 guidance aims at); None without a target."""
+        return None if self.target_spectrum is None else estimated_sp3(self.target_spectrum)
+
     def use_model(self, model: GCDModel | None) -> None:
         """Offer the model's classes (phases) and pick the first; spectrum models get the example targets."""
         labels = list(model.conditioning.labels) if model is not None else []
@@ -623,7 +628,7 @@ class GenerationRun(param.Parameterized):
             spectrum_guide = spectrum_guidance(self._grid, forward, target, request.cell_lengths)
         self._refine = None
         if target is not None and self.settings.sp3_guidance > 0:
-            sp3_guide = sp3_guidance(self._grid, estimated_sp3(target), request.cell_lengths)
+            sp3_guide = sp3_guidance(self._grid, self.settings.target_sp3, request.cell_lengths)
             self._refine = EstimateRefinement(sp3_guide, SP3_REFINE_STEPS, below=SP3_REFINE_BELOW)
         self._guide, self._guide_scale = combined(
             (spectrum_guide, self.settings.spectrum_guidance), (sp3_guide, self.settings.sp3_guidance)

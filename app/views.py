@@ -46,7 +46,7 @@ from gcd_core.device import resolve_device
 from gcd_core.errors import GCDError
 from gcd_core.io import sample_name
 from gcd_core.model import GCDModel
-from gcd_core.physics.spectra import ENERGY_GRID, estimated_sp3
+from gcd_core.physics.spectra import ENERGY_GRID
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +205,9 @@ class SettingsPanel(RunControls):
         if settings.target_spectrum is None:
             self.target_info.object = "No target: unconditional"
             return
-        sp3 = estimated_sp3(settings.target_spectrum)
-        self.target_info.object = f"Target: {settings.target_label} (its pi* peak indicates {100 * sp3:.0f} % sp3)"
+        self.target_info.object = (
+            f"Target: {settings.target_label} (its pi* peak indicates {100 * settings.target_sp3:.0f} % sp3)"
+        )
 
     def _update_cell_info(self, *events: param.parameterized.Event) -> None:
         model = self.run.model

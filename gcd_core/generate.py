@@ -91,8 +91,23 @@ def grid_layout_for(
     return layout
 
 
+class LateProjection:
+    """A constraint ``(x0, t) -> x0`` on clean estimates (model space) that acts at noise times up to ``below``,
+    and on the final estimate whatever its time: with few steps the last estimate may come before ``below``
+    (:func:`generate_frames` imposes it there). Subclasses give ``below`` and ``impose``."""
+
+    below: float
+
+    def __call__(self, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return x0 if float(t.max()) > self.below else self.impose(x0)
+
+    def impose(self, x0: torch.Tensor) -> torch.Tensor:
+        """``x0`` with the constraint met, at any time (idempotent)."""
+        raise NotImplementedError
+
+
 @dataclass
-class SiteExclusion:
+class SiteExclusion(LateProjection):
     """Keeps atoms apart in clean estimates ``(x0, t) -> x0`` (model space) at noise times up to ``below``.
 
     The sites are read as the decoder reads them (voxel corner plus offset) down to occupancy ``floor``; of two
@@ -107,10 +122,7 @@ class SiteExclusion:
     below: float
     floor: float = 0.2
 
-    def __call__(self, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return x0 if float(t.max()) > self.below else self.apply(x0)
-
-    def apply(self, x0: torch.Tensor) -> torch.Tensor:
+    def impose(self, x0: torch.Tensor) -> torch.Tensor:
         """``x0`` with every too-close pair reduced to its fuller site, at any time."""
         if self.grid.encoding != "sharp":
             raise GCDError("site exclusion needs the sharp occupancy encoding")
@@ -147,7 +159,8 @@ def generate_frames(
     """Run the sampler, yielding a frame (model-space grids) after every step. ``gradient_guidance``
     (``x0_hat -> loss[B]``, e.g. :func:`gcd_core.guidance.spectrum_guidance`) pushes every step's clean
     estimate downhill, scaled by ``gradient_scale``; ``projection`` maps every clean estimate onto a
-    constraint (:class:`gcd_core.diffusion.samplers.Denoiser`). ``start`` (a clean model-space batch) is noised
+    constraint (:class:`gcd_core.diffusion.samplers.Denoiser`; a :class:`LateProjection` is also imposed on the final
+    estimate). ``start`` (a clean model-space batch) is noised
     to ``start_time`` and denoised from there in ``request.steps`` steps (partial diffusion, SDEdit) instead of
     sampling from pure noise."""
     request.validate()
@@ -164,10 +177,11 @@ def generate_frames(
         raise GCDError("start_time < 1 needs a start grid to noise")
     vector = None if request.vector is None else torch.as_tensor(request.vector, dtype=torch.float32)
     conditioning = model.conditioning_tensors(request.num_samples, request.label, vector, request.scalars)
-    exclusion = None
+    late = [projection] if isinstance(projection, LateProjection) else []
     if request.exclusion_distance is not None:
         exclusion = SiteExclusion(model.grid_for(request.label), tuple(request.cell_lengths),
                                   request.exclusion_distance, request.exclusion_below)
+        late.append(exclusion)
         projection = exclusion if projection is None else _chained(projection, exclusion)
     denoiser = model.denoiser(
         conditioning,
@@ -182,8 +196,9 @@ def generate_frames(
         denoiser, x, model.schedule, steps=request.steps, generator=generator, inpaint=inpaint,
         resample=request.resample, resample_window=request.resample_window, start_time=start_time,
     ):
-        if exclusion is not None and frame.done:  # with few steps the last estimate may come before `below`
-            frame.x0 = exclusion.apply(frame.x0)
+        if frame.done:
+            for constraint in late:
+                frame.x0 = constraint.impose(frame.x0)
         yield frame
 
 

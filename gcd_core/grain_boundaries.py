@@ -41,7 +41,7 @@ from gcd_core.data.gb_windows import (
 )
 from gcd_core.diffusion.samplers import Frame, Inpaint
 from gcd_core.errors import GCDError
-from gcd_core.generate import GenerationRequest, decode_frame, generate_frames, partial_steps
+from gcd_core.generate import GenerationRequest, LateProjection, decode_frame, generate_frames, partial_steps
 from gcd_core.model import GCDModel
 from gcd_core.representation.grid import VoxelGrid, merge_close_atoms
 
@@ -131,7 +131,7 @@ def _generation_request(model: GCDModel, request: GBRequest, window: Atoms) -> G
 
 
 @dataclass
-class SlabCount:
+class SlabCount(LateProjection):
     """Imposes a GB's [n] on clean estimates ``(x0, t) -> x0`` (model space) at noise times up to ``below``.
 
     The slab's sites are read as the decoder reads them (occupancy, voxel corner plus offset; of two sites
@@ -163,9 +163,6 @@ class SlabCount:
         return cls(system, grid, generated_slab(system), window[~in_generated_slab(system, window.positions[:, 2])],
                    per_plane, (int(round(request.target_n * per_plane)) - outside_slab) % per_plane, merge_distance,
                    float(request.impose_n_below))
-
-    def __call__(self, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return x0 if float(t.max()) > self.below else self.impose(x0)
 
     def impose(self, x0: torch.Tensor) -> torch.Tensor:
         """``x0`` with the [n] imposed, at any time (idempotent)."""
@@ -227,8 +224,6 @@ def gb_frames(
     frames = generate_frames(model, generation, inpaint=inpaint, projection=projection, start=start,
                              start_time=start_time)
     for frame in frames:
-        if projection is not None and frame.done:  # with few steps the last estimate may come before `below`
-            frame.x0 = projection.impose(frame.x0)
         yield frame, generation, template
 
 

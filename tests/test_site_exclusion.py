@@ -51,7 +51,7 @@ def test_exclusion_keeps_the_fuller_site_whichever_voxel_holds_it():
     clean, doubled, neighbour = split_site_grid(grid)
     i, j, k = (int(v) for v in (clean[0, 0] > 0.5).nonzero()[0])
     doubled[0, 0, i, j, k] = 0.6  # now the original voxel is the weaker half
-    projected = grid.to_data_space(SiteExclusion(grid, CELL, 1.3, below=1.0).apply(grid.to_model_space(doubled)))
+    projected = grid.to_data_space(SiteExclusion(grid, CELL, 1.3, below=1.0).impose(grid.to_model_space(doubled)))
     assert projected[0, 0, i, j, k] == 0 and projected[0, 0][neighbour] == pytest.approx(0.7)
     assert (projected[0, grid.offset_channels(0), i, j, k] == 0.5).all()  # an empty voxel's, as encoded
     assert int((projected[0, 0] > 0.5).sum()) == 16
@@ -61,7 +61,7 @@ def test_exclusion_distance_under_the_pair_changes_nothing():
     grid = VoxelGrid(("W",), A / 4)
     _, doubled, _ = split_site_grid(grid)
     model_space = grid.to_model_space(doubled)
-    assert torch.allclose(SiteExclusion(grid, CELL, 0.7, below=1.0).apply(model_space), model_space)
+    assert torch.allclose(SiteExclusion(grid, CELL, 0.7, below=1.0).impose(model_space), model_space)
 
 
 @pytest.fixture(scope="module")
