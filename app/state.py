@@ -60,15 +60,7 @@ from gcd_core.grain_boundaries import (
     gb_frames,
     gb_template,
 )
-from gcd_core.guidance import (
-    SP3_REFINE_BELOW,
-    SP3_REFINE_STEPS,
-    EstimateRefinement,
-    combined,
-    relative_error,
-    sp3_guidance,
-    spectrum_guidance,
-)
+from gcd_core.guidance import SP3_REFINE_STEPS, Steering, relative_error, steering
 from gcd_core.io import sample_name, write_structures
 from gcd_core.model import GCDModel
 from gcd_core.physics import hybridisation, judge_phase, mass_density, space_group
@@ -559,9 +551,7 @@ class GenerationRun(param.Parameterized):
         self._last_step = 0  # the step of _last_x0
         self._request: GenerationRequest | None = None  # of the current (or last) run
         self._shown_sample = 0  # the sample the latest density belongs to
-        self._guide: Callable[[torch.Tensor], torch.Tensor] | None = None  # spectrum and sp3 gradient guidance
-        self._guide_scale = 0.0
-        self._refine: EstimateRefinement | None = None  # sp3 guidance also refines late clean estimates
+        self._steering = Steering()  # spectrum and sp3 guidance of the current run
         if model is None:
             self.param.update(status="error", error=model_error or "no model is loaded")
 
@@ -622,17 +612,15 @@ class GenerationRun(param.Parameterized):
         self._grid = self.model.grid_for(request.label)
         self._request = request
         target = self.settings.target_spectrum if self.settings.amorphous else None
-        spectrum_guide = sp3_guide = None
-        if target is not None and self.settings.spectrum_guidance > 0:
-            forward = load_forward_model(self.model.device)
-            spectrum_guide = spectrum_guidance(self._grid, forward, target, request.cell_lengths)
-        self._refine = None
-        if target is not None and self.settings.sp3_guidance > 0:
-            sp3_guide = sp3_guidance(self._grid, self.settings.target_sp3, request.cell_lengths)
-            self._refine = EstimateRefinement(sp3_guide, SP3_REFINE_STEPS, below=SP3_REFINE_BELOW)
-        self._guide, self._guide_scale = combined(
-            (spectrum_guide, self.settings.spectrum_guidance), (sp3_guide, self.settings.sp3_guidance)
-        )
+        self._steering = Steering()
+        if target is not None:
+            spectrum_scale, sp3_scale = self.settings.spectrum_guidance, self.settings.sp3_guidance
+            self._steering = steering(
+                self._grid, request.cell_lengths, target,
+                load_forward_model(self.model.device) if spectrum_scale > 0 else None,
+                spectrum_scale=spectrum_scale, sp3_scale=sp3_scale,
+                sp3_refine=SP3_REFINE_STEPS if sp3_scale > 0 else 0, target_sp3=self.settings.target_sp3,
+            )
         self._mark_running(
             request.steps,
             request.num_samples,
@@ -716,9 +704,10 @@ class GenerationRun(param.Parameterized):
 
     def _frames(self, request: Any) -> Iterator[Frame]:
         """The sampler's frames for ``request`` (a generator: the worker closes it when it stops early)."""
+        steer = self._steering
         return generate_frames(
-            self.model, request, gradient_guidance=self._guide, gradient_scale=self._guide_scale,
-            projection=self._refine,
+            self.model, request, gradient_guidance=steer.gradient_guidance, gradient_scale=steer.gradient_scale,
+            projection=steer.projection,
         )
 
     def _frame_updates(self, frame: Frame, started: float, first: bool) -> dict[str, Any]:

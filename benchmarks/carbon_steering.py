@@ -27,7 +27,7 @@ import torch
 
 from gcd_core.data.amorphous import DEFAULT_ROOT, load_carbon_dataset, split_by_structure, structure_spectrum
 from gcd_core.generate import GenerationRequest, generate
-from gcd_core.guidance import EstimateRefinement, combined, sp3_guidance, spectral_error, spectrum_guidance
+from gcd_core.guidance import spectral_error, steering
 from gcd_core.model import GCDModel
 from gcd_core.physics.analysis import (
     MAX_CARBON_DENSITY,
@@ -152,17 +152,14 @@ def main() -> None:
                     vector=conditioning_vector(target) if cfg > 0 else None, guidance_scale=max(cfg, 1.0),
                     fit_to_stride=True,
                 )
-                sp3_loss = sp3_guidance(model.grid, goal_sp3, cell) if sp3_scale > 0 else None
-                guide, scale = combined(
-                    (spectrum_guidance(model.grid, forward, target, cell) if gradient > 0 else None, gradient),
-                    (sp3_loss, sp3_scale),
+                steer = steering(
+                    model.grid, cell, target, forward, spectrum_scale=gradient, sp3_scale=sp3_scale,
+                    sp3_refine=args.sp3_refine if sp3_scale > 0 else 0, target_sp3=goal_sp3,
+                    refine_below=args.sp3_refine_below,
                 )
-                refine = None
-                if sp3_loss is not None and args.sp3_refine:
-                    refine = EstimateRefinement(sp3_loss, args.sp3_refine, below=args.sp3_refine_below)
                 began = time.perf_counter()
-                structures = generate(model, request, gradient_guidance=guide, gradient_scale=scale,
-                                      projection=refine)
+                structures = generate(model, request, gradient_guidance=steer.gradient_guidance,
+                                      gradient_scale=steer.gradient_scale, projection=steer.projection)
                 seconds = (time.perf_counter() - began) / args.samples
                 if cfg == 0 and gradient == 0 and sp3_scale == 0:
                     unguided = [structures, seconds]

@@ -903,23 +903,19 @@ def cmd_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if (args.sp3_guidance or args.sp3_refine) and target is None and args.target_sp3 is None:
         raise GCDError("sp3 guidance needs --target-sp3 F, or a target spectrum to read the sp3 fraction from")
     model.conditioning_tensors(1, args.label, vector)  # a bad label or vector fails here, before sampling
-    from gcd_core.guidance import SP3_REFINE_BELOW, EstimateRefinement, combined, sp3_guidance, spectrum_guidance
+    from gcd_core.guidance import steering
 
-    spectrum_guide = sp3_guide = refine = None
+    forward = None
     if args.spectrum_guidance:
         from gcd_core.physics.xanes import XanesForwardModel
 
         forward = XanesForwardModel.load(args.xanes_model, device=device)
-        spectrum_guide = spectrum_guidance(model.grid_for(args.label), forward, target, cell)
-    if args.sp3_guidance or args.sp3_refine:
-        from gcd_core.physics.spectra import estimated_sp3
-
-        goal = args.target_sp3 if args.target_sp3 is not None else estimated_sp3(target)
-        print(f"sp3 guidance toward {goal:.2f}", file=sys.stderr)
-        sp3_guide = sp3_guidance(model.grid_for(args.label), goal, cell)
-        if args.sp3_refine:
-            refine = EstimateRefinement(sp3_guide, args.sp3_refine, below=SP3_REFINE_BELOW)
-    guide, gradient_scale = combined((spectrum_guide, args.spectrum_guidance), (sp3_guide, args.sp3_guidance))
+    steer = steering(
+        model.grid_for(args.label), cell, target, forward, spectrum_scale=args.spectrum_guidance,
+        sp3_scale=args.sp3_guidance, sp3_refine=args.sp3_refine, target_sp3=args.target_sp3,
+    )
+    if steer.target_sp3 is not None:
+        print(f"sp3 guidance toward {steer.target_sp3:.2f}", file=sys.stderr)
     request = GenerationRequest(
         cell_lengths=cell,
         num_samples=args.num_samples,
@@ -944,7 +940,8 @@ def cmd_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GridStretchWarning)
         structures = generate(
-            model, request, progress=True, gradient_guidance=guide, gradient_scale=gradient_scale, projection=refine
+            model, request, progress=True, gradient_guidance=steer.gradient_guidance,
+            gradient_scale=steer.gradient_scale, projection=steer.projection,
         )
     paths = write_structures(structures, args.out, args.format, one_file=args.one_file)
     for index, atoms in enumerate(structures):

@@ -18,7 +18,7 @@ import torch
 
 from gcd_core.errors import GCDError
 from gcd_core.physics.analysis import DEFAULT_BOND_CUTOFF
-from gcd_core.physics.spectra import ENERGY_GRID, normalise
+from gcd_core.physics.spectra import ENERGY_GRID, estimated_sp3, normalise
 from gcd_core.physics.xanes import XanesForwardModel, periodic_pairs, switch
 from gcd_core.representation.grid import VoxelGrid
 
@@ -28,6 +28,16 @@ GUIDANCE_MIN_OCCUPANCY = 0.3
 # At most this many candidate sites per A^3 enter the guiding spectrum (the most occupied ones): 1.25 x the
 # number density of diamond, the densest carbon, so a blurred early estimate cannot blow up the pair search.
 MAX_SITES_PER_A3 = 1.25 * 0.176
+# Guidance scales are quoted for a box of this edge (A), the one they were measured in
+# (benchmarks/carbon_steering.py). The losses are intensive (a fraction, a site-mean spectrum), so each voxel's
+# share of the gradient falls as 1 / volume; every loss is weighted by its box's volume over this one's
+# (``box_weight``) so that a scale pushes each voxel alike in a box of any size.
+REFERENCE_BOX_EDGE = 12.264
+
+
+def box_weight(cell_lengths: Sequence[float]) -> float:
+    """A guidance loss's weight in a box of ``cell_lengths``: its volume over the reference box's."""
+    return float(np.prod([float(c) for c in cell_lengths])) / REFERENCE_BOX_EDGE**3
 
 
 def grid_sites(
@@ -56,7 +66,7 @@ def spectrum_guidance(
     min_occupancy: float = GUIDANCE_MIN_OCCUPANCY,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``x0_hat (model space) -> loss [B]``: the relative error of the grid's spectrum against ``target``
-    (100 values on :data:`ENERGY_GRID`, any area), for ``Denoiser(gradient_guidance=...)``."""
+    (100 values on :data:`ENERGY_GRID`, any area), times :func:`box_weight`, for ``Denoiser(gradient_guidance=...)``."""
     target_values = np.asarray(target, dtype=float).reshape(-1)
     if target_values.size != len(ENERGY_GRID):
         raise GCDError(
@@ -64,6 +74,7 @@ def spectrum_guidance(
         )
     goal = torch.as_tensor(normalise(target_values), dtype=torch.float32)
     max_sites = _max_sites(cell_lengths)
+    weight = box_weight(cell_lengths)
 
     def loss(x0: torch.Tensor) -> torch.Tensor:
         model_device = next(forward_model.parameters()).device
@@ -77,7 +88,7 @@ def spectrum_guidance(
                 losses.append(x0[b].sum() * 0.0)  # nothing placed yet: no push
                 continue
             spectrum = forward_model.weighted_spectrum(sites, weights, cell_lengths, min_occupancy)
-            losses.append(((spectrum - wanted).norm() / wanted.norm()).to(x0.device))
+            losses.append((weight * (spectrum - wanted).norm() / wanted.norm()).to(x0.device))
         return torch.stack(losses)
 
     return loss
@@ -90,7 +101,8 @@ def sp3_guidance(
     bond_cutoff: float = DEFAULT_BOND_CUTOFF,
     min_occupancy: float = GUIDANCE_MIN_OCCUPANCY,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``x0_hat (model space) -> loss [B]``: how far the grid's soft sp3 fraction lies below ``target_sp3``.
+    """``x0_hat (model space) -> loss [B]``: how far the grid's soft sp3 fraction lies below ``target_sp3``, times
+    :func:`box_weight`.
 
     It raises sp3, never lowers it: pushed down, the bond count fell to chains and loose atoms rather than to sp2
     (at the 1.5 g/cm3 target, ``benchmarks/results/carbon_sp3_guidance_cpu.md``); sparse targets get their low
@@ -107,6 +119,7 @@ def sp3_guidance(
     lengths = torch.as_tensor(cell_lengths, dtype=torch.float32)
     outer = bond_cutoff + 0.15
     full_sp3 = float(_four_bonds(torch.tensor(4.0)))
+    weight = box_weight(cell_lengths)
 
     def loss(x0: torch.Tensor) -> torch.Tensor:
         positions, occupancy = grid_sites(grid, x0.float(), cell_lengths)
@@ -122,7 +135,7 @@ def sp3_guidance(
             coordination = torch.zeros(len(sites), device=sites.device, dtype=sites.dtype).index_add(0, i, bonds)
             w = weights[candidates]
             fraction = (w * _four_bonds(coordination[candidates])).sum() / (w.sum() * full_sp3)
-            losses.append(torch.relu(target_sp3 - fraction))
+            losses.append(weight * torch.relu(target_sp3 - fraction))
         return torch.stack(losses)
 
     return loss
@@ -198,3 +211,48 @@ def relative_error(spectrum: np.ndarray, target: np.ndarray) -> float:
 def spectral_error(forward_model: XanesForwardModel, structures: Sequence, target: np.ndarray) -> list[float]:
     """Relative L2 error of each structure's forward-model spectrum against ``target`` (nan for empty cells)."""
     return [relative_error(forward_model.spectrum(a), target) if len(a) else float("nan") for a in structures]
+
+
+@dataclass(frozen=True)
+class Steering:
+    """XANES steering as ``generate`` takes it: ``gradient_guidance`` with its ``gradient_scale``, and a
+    ``projection`` (an :class:`EstimateRefinement`, or None). ``target_sp3`` is the sp3 fraction guided to."""
+
+    gradient_guidance: Callable[[torch.Tensor], torch.Tensor] | None = None
+    gradient_scale: float = 0.0
+    projection: EstimateRefinement | None = None
+    target_sp3: float | None = None
+
+
+def steering(
+    grid: VoxelGrid,
+    cell_lengths: Sequence[float],
+    target: np.ndarray | Sequence[float] | None = None,
+    forward_model: XanesForwardModel | None = None,
+    spectrum_scale: float = 0.0,
+    sp3_scale: float = 0.0,
+    sp3_refine: int = 0,
+    target_sp3: float | None = None,
+    refine_below: float = SP3_REFINE_BELOW,
+) -> Steering:
+    """Gradient guidance toward ``target`` (a spectrum on :data:`ENERGY_GRID`) through ``forward_model`` at
+    ``spectrum_scale``, and toward an sp3 fraction at ``sp3_scale`` (``target_sp3``, else the one the target's pi*
+    peak indicates) with ``sp3_refine`` Adam steps on each clean estimate below ``refine_below``; 0 turns a part
+    off. The CLI, the dashboard and the benchmarks all build their steering here."""
+    if spectrum_scale < 0 or sp3_scale < 0 or sp3_refine < 0:
+        raise GCDError("guidance scales and refinement steps cannot be negative")
+    spectrum_loss = sp3_loss = refinement = None
+    if spectrum_scale > 0:
+        if target is None or forward_model is None:
+            raise GCDError("spectrum guidance needs a target spectrum and the XANES forward model")
+        spectrum_loss = spectrum_guidance(grid, forward_model, target, cell_lengths)
+    if sp3_scale > 0 or sp3_refine > 0:
+        if target_sp3 is None:
+            if target is None:
+                raise GCDError("sp3 guidance needs a target sp3 fraction, or a target spectrum to read it from")
+            target_sp3 = estimated_sp3(np.asarray(target, dtype=float))
+        sp3_loss = sp3_guidance(grid, target_sp3, cell_lengths)
+        if sp3_refine > 0:
+            refinement = EstimateRefinement(sp3_loss, sp3_refine, below=refine_below)
+    loss, scale = combined((spectrum_loss, spectrum_scale), (sp3_loss, sp3_scale))
+    return Steering(loss, scale, refinement, target_sp3 if sp3_loss is not None else None)

@@ -89,14 +89,43 @@ def test_spectral_error_and_conditioning_vector(cells, forward):
 def test_soft_sp3_fraction_of_an_encoded_cell_is_its_sp3_fraction(cells, name):
     """The loss toward sp3 = 1 is 1 - the grid's soft sp3 fraction: on clean cells it reads their real fraction.
     Above the target, nothing is pushed."""
-    from gcd_core.guidance import sp3_guidance
+    from gcd_core.guidance import box_weight, sp3_guidance
     from gcd_core.physics import hybridisation
 
     atoms = cells[name]
     grid = VoxelGrid(("C",), VOXEL)
-    fraction = 1 - float(sp3_guidance(grid, 1.0, atoms.cell.lengths())(encoded(atoms, grid))[0])
+    loss = sp3_guidance(grid, 1.0, atoms.cell.lengths())(encoded(atoms, grid))[0]
+    fraction = 1 - float(loss) / box_weight(atoms.cell.lengths())
     assert fraction == pytest.approx(hybridisation(atoms).sp3, abs=0.05)
     assert float(sp3_guidance(grid, 0.0, atoms.cell.lengths())(encoded(atoms, grid))[0]) == 0
+
+
+@pytest.mark.parametrize("kind", ["spectrum", "sp3"])
+def test_guidance_pushes_each_voxel_alike_in_a_larger_box(cells, forward, kind):
+    """The same cell tiled 2 x 2 x 1 (four times the volume, the same fraction and spectrum) gets, voxel for voxel,
+    the gradient the single cell gets: a guidance scale means the same at any box size. Without the volume weight
+    each voxel's share would be a quarter."""
+    from gcd_core.guidance import sp3_guidance
+
+    atoms = cells["d2.5_2"]
+    grid = VoxelGrid(("C",), VOXEL)
+    small = atoms.cell.lengths()
+    large = small * np.array([2, 2, 1])
+
+    def loss_for(lengths):
+        if kind == "sp3":
+            return sp3_guidance(grid, 0.9, lengths)
+        return spectrum_guidance(grid, forward, structure_spectrum(cells["d3.5_2"]), lengths)
+
+    x = encoded(atoms, grid)
+    gradients = []
+    for lengths, grid_x in ((small, x), (large, x.repeat(1, 1, 2, 2, 1))):
+        grid_x = grid_x.clone().requires_grad_(True)
+        loss_for(lengths)(grid_x).sum().backward()
+        gradients.append(grid_x.grad)
+    single, tiled = gradients
+    assert single.abs().max() > 0
+    torch.testing.assert_close(tiled, single.repeat(1, 1, 2, 2, 1), rtol=1e-3, atol=1e-3 * float(single.abs().max()))
 
 
 def test_combined_guidance_sums_the_scaled_losses():
@@ -133,3 +162,25 @@ def test_estimate_refinement_mends_a_shaken_sp3_cell_late_only(cells):
         EstimateRefinement(refine.loss, iterations=-1)
     with pytest.raises(GCDError, match="target_sp3"):
         sp3_guidance(grid, 1.5, shaken.cell.lengths())
+
+
+def test_steering_builds_the_guidance_that_was_asked_for(cells, forward):
+    from gcd_core.guidance import EstimateRefinement, steering
+    from gcd_core.physics.spectra import estimated_sp3
+
+    grid, lengths = VoxelGrid(("C",), VOXEL), (12.264,) * 3
+    target = structure_spectrum(cells["d3.5_2"])
+    assert steering(grid, lengths, target, forward).gradient_guidance is None  # all scales 0: nothing
+    spectrum_only = steering(grid, lengths, target, forward, spectrum_scale=20)
+    assert spectrum_only.gradient_scale == 20 and spectrum_only.projection is None
+    assert spectrum_only.target_sp3 is None
+    both = steering(grid, lengths, target, forward, spectrum_scale=20, sp3_scale=200, sp3_refine=5)
+    assert both.gradient_scale == 1.0 and isinstance(both.projection, EstimateRefinement)
+    assert both.projection.iterations == 5 and both.target_sp3 == pytest.approx(estimated_sp3(target))
+    assert steering(grid, lengths, sp3_scale=1, target_sp3=0.4).target_sp3 == 0.4
+    with pytest.raises(GCDError, match="spectrum guidance needs a target"):
+        steering(grid, lengths, target, None, spectrum_scale=1)
+    with pytest.raises(GCDError, match="sp3 guidance needs a target"):
+        steering(grid, lengths, sp3_refine=3)
+    with pytest.raises(GCDError, match="negative"):
+        steering(grid, lengths, target, forward, sp3_scale=-1)
