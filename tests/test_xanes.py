@@ -82,6 +82,32 @@ def test_periodic_pairs_agree_with_ase_and_check_the_cell():
         periodic_pairs(torch.tensor(atoms.positions), torch.tensor(atoms.cell.lengths()), 4.5)
 
 
+def test_binned_pairs_of_many_sites_are_the_dense_ones(monkeypatch):
+    """Above DENSE_PAIR_LIMIT sites the pairs come from a neighbour list: the same pairs, vectors and gradients as
+    comparing every pair (positions partly outside the cell, a candidate mask, one coincident pair)."""
+    from gcd_core.physics import xanes
+
+    rng = np.random.default_rng(1)
+    lengths = torch.tensor([14.0, 15.0, 16.0], dtype=torch.float64)
+    positions = torch.tensor(rng.uniform(-2, 18, (1200, 3)))
+    positions[7] = positions[3]
+    candidates = torch.tensor(rng.random(1200) < 0.9)
+    results = {}
+    for limit in (10**9, 100):
+        monkeypatch.setattr(xanes, "DENSE_PAIR_LIMIT", limit)
+        points = positions.clone().requires_grad_(True)
+        i, j, vectors = periodic_pairs(points, lengths, 2.5, candidates)
+        (vectors.norm(dim=-1) ** 3).sum().backward()
+        order = np.lexsort((j.numpy(), i.numpy()))
+        results[limit] = (i.numpy()[order], j.numpy()[order], vectors.detach().numpy()[order], points.grad)
+    (dense_i, dense_j, dense_v, dense_grad), (bin_i, bin_j, bin_v, bin_grad) = results.values()
+    assert len(dense_i) > 1000
+    np.testing.assert_array_equal(dense_i, bin_i)
+    np.testing.assert_array_equal(dense_j, bin_j)
+    np.testing.assert_allclose(dense_v, bin_v, atol=1e-9)
+    torch.testing.assert_close(dense_grad, bin_grad)
+
+
 def test_training_fits_and_checkpoints_round_trip(tmp_path):
     structures = [diamond(3), disordered(1)]
     rng = np.random.default_rng(0)

@@ -38,13 +38,21 @@ def switch(r: torch.Tensor, cutoff: float, width: float) -> torch.Tensor:
     return 0.5 * (torch.cos(math.pi * x) + 1.0)
 
 
+# Above this many sites the pair search bins them (ASE's neighbour list, linear in the sites) instead of comparing
+# every pair (quadratic: 3 x 10^8 distances per call for a 49 A box of 3 g/cm3 carbon). On one CPU thread the sp3
+# loss and its gradient on 2,200 sites took 0.44 s binned against 1.0 s dense; 17,700 sites took 3 s binned.
+DENSE_PAIR_LIMIT = 1500
+
+
 def periodic_pairs(
     positions: torch.Tensor, cell_lengths: torch.Tensor, cutoff: float, candidates: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(i, j, vector j - i) for all ordered pairs closer than ``cutoff`` in an orthorhombic periodic cell, by the
     minimum image convention (so ``cutoff`` must be under half the shortest edge). Differentiable in positions.
 
-    ``candidates`` (boolean ``[N]``) limits both ends of the pairs to those sites. Dense in chunks of rows.
+    ``candidates`` (boolean ``[N]``) limits both ends of the pairs to those sites. Up to
+    :data:`DENSE_PAIR_LIMIT` sites, every pair is compared (in chunks of rows); above it, ASE's neighbour list finds
+    the pairs and only their vectors are computed here.
     """
     if cutoff >= 0.5 * float(cell_lengths.min()):
         raise GCDError(f"the cell ({cell_lengths.tolist()} A) must be over twice the {cutoff} A cutoff on each edge")
@@ -52,6 +60,8 @@ def periodic_pairs(
     if candidates is not None:
         index = index[candidates]
     points = positions[index]
+    if len(points) > DENSE_PAIR_LIMIT:
+        return _binned_pairs(points, index, cell_lengths, cutoff)
     firsts, seconds, vectors = [], [], []
     chunk = max(1, 4_000_000 // max(1, len(points)))
     for start in range(0, len(points), chunk):
@@ -64,6 +74,26 @@ def periodic_pairs(
         seconds.append(index[b])
         vectors.append(delta[a, b])
     return torch.cat(firsts), torch.cat(seconds), torch.cat(vectors)
+
+
+def _binned_pairs(
+    points: torch.Tensor, index: torch.Tensor, cell_lengths: torch.Tensor, cutoff: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from ase.neighborlist import primitive_neighbor_list
+
+    lengths = cell_lengths.to(points.dtype)
+    with torch.no_grad():
+        wrapped = (points - lengths * torch.floor(points / lengths)).double().cpu().numpy()
+        a, b, distance = primitive_neighbor_list(
+            "ijd", (True, True, True), np.diag(lengths.double().cpu().numpy()), wrapped, cutoff
+        )
+    keep = distance > 1e-6  # the dense path's rule for coincident sites
+    a = torch.as_tensor(a[keep], device=points.device)
+    b = torch.as_tensor(b[keep], device=points.device)
+    # the vector from the differentiable positions, brought to the minimum image (cutoff < half an edge)
+    delta = points[b] - points[a]
+    delta = delta - lengths * torch.round(delta / lengths)
+    return index[a], index[b], delta
 
 
 class XanesForwardModel(nn.Module):
