@@ -39,8 +39,8 @@ def switch(r: torch.Tensor, cutoff: float, width: float) -> torch.Tensor:
 
 
 # Above this many sites the pair search bins them (ASE's neighbour list, linear in the sites) instead of comparing
-# every pair (quadratic: 3 x 10^8 distances per call for a 49 A box of 3 g/cm3 carbon). On one CPU thread the sp3
-# loss and its gradient on 2,200 sites took 0.44 s binned against 1.0 s dense; 17,700 sites took 3 s binned.
+# every pair (quadratic: 3 x 10^8 distances per call for a 49 A box of 3 g/cm3 carbon): 12x faster there, 2x at
+# 2,200 sites, slower at 300 (benchmarks/pair_search.py, results/pair_search_cpu.md).
 DENSE_PAIR_LIMIT = 1500
 
 
