@@ -5,7 +5,8 @@ weighted by its occupancy). For a spectrum, the forward model gives their weight
 spectral error ``||A(x0) - y|| / ||y||`` is the loss whose gradient the ``Denoiser`` follows (the norm rather than
 its square, as in posterior-sampling guidance, so the push does not fade as the spectrum gets close). For sp3, a
 soft count of four-bonded sites is the loss's (``sp3_guidance``); ``EstimateRefinement`` also moves late clean
-estimates down a loss directly.
+estimates down a loss directly. Losses are weighted by the box volume (``box_weight``), so a scale means the same in
+any box; ``steering`` builds the whole set from a target and its scales.
 """
 
 from __future__ import annotations
