@@ -122,7 +122,7 @@ def run_job(job: Job, args: argparse.Namespace) -> tuple[Job, list[dict], float]
     verdicts = []
     for atoms in structures:
         v = judge_phase(atoms, job.phase)
-        error = abs(v.n_atoms - v.ideal_atoms)
+        error = abs(v.n_atoms - round(v.ideal_atoms))  # ideal_atoms is a float off by rounding
         verdicts.append({"perfect": v.perfect, "count_error": error, "fraction": v.target_fraction})
     return job, verdicts, seconds
 
