@@ -38,7 +38,7 @@ from gcd_core.checkpoint import (
     EXAMPLE_SPECTRA_DIR,
 )
 from gcd_core.data.bicrystal import GB_SYSTEMS, gb_density
-from gcd_core.data.crystals import PHASES, ideal_atom_count
+from gcd_core.data.crystals import PHASES, bond_length, ideal_atom_count
 from gcd_core.data.gb_search import GBSearchSettings, relax_gb
 from gcd_core.data.gb_windows import gb_window
 from gcd_core.device import resolve_device
@@ -361,6 +361,9 @@ def export_cif(structures: Sequence[Atoms], indices: Sequence[int]) -> tuple[str
 
 
 # ------------------------------------------------------------------------------------------------ settings
+SITE_EXCLUSION_BONDS = 0.65  # x the phase's bond length, as benchmarks/crystal_success.py --exclusion measured it
+
+
 class GenerationSettings(param.Parameterized):
     """What the user asks for: a supercell of the training cell, how many samples and how to sample them."""
 
@@ -376,6 +379,12 @@ class GenerationSettings(param.Parameterized):
         "more closely.",
     )
     sampler = param.Selector(default="ddpm", objects=sorted(SAMPLERS), doc="ddpm (ancestral) or ddim (deterministic).")
+    site_exclusion = param.Boolean(
+        default=False,
+        doc=f"Crystals: at noise times up to 0.3, of two sites closer than {SITE_EXCLUSION_BONDS:g} of the phase's "
+        "bond length in a clean estimate, the fuller stays and the other is emptied, so a site split over two voxels "
+        "becomes one atom (README, Crystals).",
+    )
 
     phase = param.Selector(
         default=None, objects=[None], allow_None=True,
@@ -482,6 +491,13 @@ class GenerationSettings(param.Parameterized):
         grid_layout_for(model, cell, self.phase, fit_to_stride=self.amorphous)
         if self.amorphous and (self.spectrum_guidance > 0 or self.sp3_guidance > 0) and self.target_spectrum is None:
             raise GCDError("spectrum or sp3 guidance needs a target spectrum: pick an example or upload one")
+        exclusion = None
+        if self.site_exclusion and not self.amorphous:
+            reference = reference_of(model, self.phase)
+            if reference.phase is None:
+                raise GCDError("site exclusion needs a crystal phase (its bond length sets the distance): pick a "
+                               "phase or untick site exclusion")
+            exclusion = SITE_EXCLUSION_BONDS * bond_length(reference.phase, a=reference.a, c=reference.c)
         vector = None
         if self.amorphous and self.target_spectrum is not None:
             vector = conditioning_vector(self.target_spectrum)
@@ -496,6 +512,7 @@ class GenerationSettings(param.Parameterized):
             label=self.phase,
             guidance_scale=self.guidance_scale,
             vector=vector,
+            exclusion_distance=exclusion,
             fit_to_stride=self.amorphous,
         )
 

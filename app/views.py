@@ -142,6 +142,10 @@ class SettingsPanel(RunControls):
             settings.param.resample_late_only, name="Resample only the late steps (t ≤ 0.25)"
         )
         labels = [v for v in settings.param.phase.objects if v is not None]
+        self.site_exclusion = pn.widgets.Checkbox.from_param(
+            settings.param.site_exclusion, name="Site exclusion (one atom per split site)",
+            visible=not settings.amorphous,
+        )
         self.phase = pn.widgets.Select(
             label="Phase",
             options={**{label: label for label in labels}, "any (unconditional)": None},
@@ -246,6 +250,7 @@ class SettingsPanel(RunControls):
             self.sampler,
             self.resample,
             self.resample_late_only,
+            self.site_exclusion,
             self.guidance,
             self.seed,
             self.buttons(),

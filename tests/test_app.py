@@ -114,6 +114,9 @@ def test_generation_fills_results_and_frames(checkpoint: Path) -> None:
     assert settings.request(dashboard.model).resample_window == (0.0, 1.0)
     dashboard.settings_panel.resample_late_only.value = True  # the checkbox drives the request's window
     assert settings.request(dashboard.model).resample_window == (0.0, 0.25)
+    assert settings.request(dashboard.model).exclusion_distance is None
+    dashboard.settings_panel.site_exclusion.value = True  # 0.65 of BCC W's bond, a sqrt(3) / 2
+    assert settings.request(dashboard.model).exclusion_distance == pytest.approx(0.65 * 3.165 * 3**0.5 / 2)
 
 
 def test_frames_are_throttled(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
