@@ -10,7 +10,8 @@ compute; CPU time rather than wall time keeps the budget fair on a busy machine)
     OMP_NUM_THREADS=1 python benchmarks/train_pointcloud_phases.py runs/baselines --time-budget 480
 
 ``--like CHECKPOINT`` trains each phase on that voxel model's own training cell instead of today's default
-(the shipped model keeps HCP on its older 2 x 4 x 1 cell; ``crystal_success.py`` samples the baseline there).
+(a model trained before session 20 keeps HCP on the older 2 x 4 x 1 cell; ``crystal_success.py`` samples the baseline
+on the voxel model's cells).
 """
 
 from __future__ import annotations
