@@ -115,8 +115,21 @@ def test_generation_fills_results_and_frames(checkpoint: Path) -> None:
     dashboard.settings_panel.resample_late_only.value = True  # the checkbox drives the request's window
     assert settings.request(dashboard.model).resample_window == (0.0, 0.25)
     assert settings.request(dashboard.model).exclusion_distance is None
-    dashboard.settings_panel.site_exclusion.value = True  # 0.65 of BCC W's bond, a sqrt(3) / 2
+    dashboard.settings_panel.site_exclusion.value = True  # 0.65 of BCC W's bond length, a sqrt(3) / 2
     assert settings.request(dashboard.model).exclusion_distance == pytest.approx(0.65 * 3.165 * 3**0.5 / 2)
+
+
+def test_site_exclusion_without_a_known_phase_is_refused_by_name() -> None:
+    model = GCDModel(
+        UNet3D(in_channels=4, out_channels=4, base_channels=8), VoxelGrid(("Cu",), 0.90375), CosineSchedule(), "x0",
+        metadata={"train_cells": [[7.23, 7.23, 7.23]]},
+    )  # no phase recorded, not tungsten: no bond length to scale
+    settings = app_state.GenerationSettings()
+    settings.use_model(model)
+    assert settings.request(model).exclusion_distance is None
+    settings.site_exclusion = True
+    with pytest.raises(app_state.GCDError, match="site exclusion needs a crystal phase"):
+        settings.request(model)
 
 
 def test_frames_are_throttled(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
