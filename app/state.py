@@ -38,7 +38,7 @@ from gcd_core.checkpoint import (
     EXAMPLE_SPECTRA_DIR,
 )
 from gcd_core.data.bicrystal import GB_SYSTEMS, gb_density
-from gcd_core.data.crystals import PHASES, bond_length, ideal_atom_count
+from gcd_core.data.crystals import PHASES, SITE_EXCLUSION_BONDS, bond_length, ideal_atom_count
 from gcd_core.data.gb_search import GBSearchSettings, relax_gb
 from gcd_core.data.gb_windows import gb_window
 from gcd_core.device import resolve_device
@@ -361,9 +361,6 @@ def export_cif(structures: Sequence[Atoms], indices: Sequence[int]) -> tuple[str
 
 
 # ------------------------------------------------------------------------------------------------ settings
-SITE_EXCLUSION_BONDS = 0.65  # x the phase's bond length, as benchmarks/crystal_success.py --exclusion measured it
-
-
 class GenerationSettings(param.Parameterized):
     """What the user asks for: a supercell of the training cell, how many samples and how to sample them."""
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gcd_core.data.crystals import PHASES, bond_length
+from gcd_core.data.crystals import PHASES, SITE_EXCLUSION_BONDS, bond_length
 from gcd_core.generate import GenerationRequest, generate
 from gcd_core.model import GCDModel
 from gcd_core.physics import judge_phase
@@ -36,7 +36,7 @@ def test_shipped_crystal_model_generates_each_perfect_phase_from_a_fixed_seed(ph
     cell = model.training_cell(phase)
     # the README table's 1x sampler: DDPM 50 x 2, site exclusion at 0.65 bond lengths
     request = GenerationRequest(cell, num_samples=4, steps=50, resample=2, seed=0, label=phase,
-                                exclusion_distance=0.65 * bond_length(phase))
+                                exclusion_distance=SITE_EXCLUSION_BONDS * bond_length(phase))
     samples = generate(model, request)
     verdicts = [judge_phase(a, phase) for a in samples]
     assert all(v.perfect for v in verdicts), [v.summary() for v in verdicts]

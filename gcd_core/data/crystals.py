@@ -46,6 +46,11 @@ def conventional_cell(phase: str, element: str | None = None, a: float | None = 
     return bulk(element, phase, a=a, cubic=True)
 
 
+# Site exclusion distance for crystal sampling, in bond lengths: the README crystal table is measured with it
+# (benchmarks/crystal_success.py --exclusion); the dashboard's checkbox and the shipped-model test use it.
+SITE_EXCLUSION_BONDS = 0.65
+
+
 def bond_length(phase: str, element: str | None = None, a: float | None = None, c: float | None = None) -> float:
     """The nearest-neighbour distance (A) of the ideal ``phase``."""
     from ase.neighborlist import neighbor_list
