@@ -56,6 +56,10 @@ def main() -> None:
         "--resample-window", type=float, nargs=2, default=(0.0, 1.0), metavar=("LO", "HI"),
         help="only steps starting at noise times LO <= t <= HI repeat",
     )
+    parser.add_argument(
+        "--min-bonds", type=int, default=0, metavar="N",
+        help="prune sites with fewer than N bonds from clean estimates at noise times 0.05-0.15 (0: off)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="CPU threads")
@@ -86,6 +90,8 @@ def main() -> None:
     sampler = f"{args.sampler.upper()} {args.steps} steps"
     if args.resample > 1:
         sampler += f", steps at t in [{args.resample_window[0]:g}, {args.resample_window[1]:g}] x {args.resample}"
+    if args.min_bonds:
+        sampler += f", sites with under {args.min_bonds} bonds pruned at t in [0.05, 0.15]"
     hardware = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{torch.get_num_threads()} threads"
     lines = [
         f"Model {args.checkpoint}; {condition}; {sampler}; {args.samples} sample(s) per box; seed {args.seed}; "
@@ -99,7 +105,8 @@ def main() -> None:
         cell = (edge,) * 3
         request = GenerationRequest(
             cell, num_samples=args.samples, steps=args.steps, sampler=args.sampler, seed=args.seed,
-            resample=args.resample, resample_window=tuple(args.resample_window), vector=vector,
+            resample=args.resample, resample_window=tuple(args.resample_window), min_bonds=args.min_bonds,
+            vector=vector,
             guidance_scale=args.cfg if vector is not None else 1.0, fit_to_stride=True,
         )
         steer = steering(

@@ -73,6 +73,8 @@ def budget_note(args: argparse.Namespace) -> str:
     if args.sp3_refine:
         note += (f"; with sp3 guidance each clean estimate at t <= {args.sp3_refine_below:g} also takes "
                  f"{args.sp3_refine} Adam steps of the sp3 loss")
+    if args.min_bonds:
+        note += f"; sites with under {args.min_bonds} bonds pruned from the estimates at t in [0.05, 0.15]"
     return note
 
 
@@ -103,6 +105,10 @@ def main() -> None:
         nargs="+",
         metavar="CFG:GRADIENT[:SP3]",
         help="explicit (classifier-free, gradient, sp3) settings instead of every --cfg x --gradient x --sp3 one",
+    )
+    parser.add_argument(
+        "--min-bonds", type=int, default=0, metavar="N",
+        help="prune sites with fewer than N bonds from clean estimates at noise times 0.05-0.15 (0: off)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
@@ -148,7 +154,7 @@ def main() -> None:
             else:
                 request = GenerationRequest(
                     cell, num_samples=args.samples, steps=args.steps, sampler=args.sampler, seed=args.seed,
-                    resample=args.resample, resample_window=tuple(args.resample_window),
+                    resample=args.resample, resample_window=tuple(args.resample_window), min_bonds=args.min_bonds,
                     vector=conditioning_vector(target) if cfg > 0 else None, guidance_scale=max(cfg, 1.0),
                     fit_to_stride=True,
                 )

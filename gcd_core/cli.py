@@ -428,6 +428,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="while sampling (noise times up to 0.3), of two sites closer than this (A) keep the fuller and empty the "
         "other's voxel, so the network goes on from one atom (e.g. 0.65 x the bond length)",
     )
+    p.add_argument(
+        "--min-bonds",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="while sampling (noise times 0.05-0.15), empty sites with fewer than N neighbours within --bond-cutoff "
+        "and let the network go on without them (2 for amorphous carbon: no dangling chain ends); 0: off",
+    )
+    p.add_argument(
+        "--bond-cutoff", type=_positive_float, metavar="A", help="longest bond (A) for --min-bonds (default 1.85: C)"
+    )
     p.add_argument("--format", choices=sorted(FORMATS), default="extxyz", help="file format (vasp: POSCAR)")
     p.add_argument("--one-file", action="store_true", help="all samples in one file (cif, extxyz)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -928,6 +939,8 @@ def cmd_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         guidance_scale=args.guidance_scale,
         merge_distance=args.merge_distance,
         exclusion_distance=args.exclusion_distance,
+        min_bonds=args.min_bonds,
+        **({"bond_cutoff": args.bond_cutoff} if args.bond_cutoff else {}),
         vector=vector,
         fit_to_stride=args.fit_grid,
     )

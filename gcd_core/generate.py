@@ -14,6 +14,7 @@ from gcd_core.device import make_generator
 from gcd_core.diffusion.samplers import SAMPLERS, Frame, Inpaint, ddpm, run_to_end
 from gcd_core.errors import GCDError
 from gcd_core.model import GCDModel
+from gcd_core.physics.analysis import DEFAULT_BOND_CUTOFF, coordination_numbers
 from gcd_core.representation.grid import GridLayout, GridStretchWarning, VoxelGrid, merge_close_atoms
 
 # Resample only here: in large crystal cells, grains that placed their atoms at different points inside their
@@ -43,6 +44,13 @@ class GenerationRequest:
     # fuller one stays and the other voxel is emptied, so the network goes on from one atom where it had split one
     exclusion_distance: float | None = None
     exclusion_below: float = 0.3
+    # while sampling (noise times in prune_window), sites with fewer than min_bonds neighbours within bond_cutoff (A)
+    # are emptied from the clean estimate and the network goes on without them: dangling chain ends in carbon
+    # (benchmarks/results/carbon_pruning_cpu.md). The window ends before the last step, whose estimate is left as the
+    # network makes it. 0 turns it off.
+    min_bonds: int = 0
+    bond_cutoff: float = DEFAULT_BOND_CUTOFF
+    prune_window: tuple[float, float] = (0.05, 0.15)
     # lay the cell on the nearest grid the network takes (slightly stretched voxels) instead of refusing a cell
     # that is not a whole multiple of its stride: for amorphous cells, whose edge follows the density
     fit_to_stride: bool = False
@@ -65,6 +73,13 @@ class GenerationRequest:
             raise GCDError(f"exclusion_distance must be positive (A), got {self.exclusion_distance}")
         if not 0 < self.exclusion_below <= 1:
             raise GCDError(f"exclusion_below must lie in (0, 1], got {self.exclusion_below}")
+        if self.min_bonds < 0:
+            raise GCDError(f"min_bonds cannot be negative, got {self.min_bonds}")
+        if self.bond_cutoff <= 0:
+            raise GCDError(f"bond_cutoff must be positive (A), got {self.bond_cutoff}")
+        low, high = self.prune_window
+        if not 0 <= low <= high <= 1:
+            raise GCDError(f"prune_window must be (lo, hi) with 0 <= lo <= hi <= 1, got {self.prune_window}")
 
 
 def grid_layout_for(
@@ -106,6 +121,34 @@ class LateProjection:
         raise NotImplementedError
 
 
+def _sites(grid: VoxelGrid, data: torch.Tensor, cell_lengths: Sequence[float], floor: float) -> tuple[
+    torch.Tensor, np.ndarray, Atoms
+]:
+    """The sites of one data-space grid ``[C, X, Y, Z]`` above occupancy ``floor``, every species, read as the decoder
+    reads them: voxel indices ``[N, 3]``, species indices ``[N]``, and the sites as ``Atoms`` (positions; occupancies
+    in ``arrays["occupancy"]``, each site's row in ``arrays["site"]``)."""
+    if grid.encoding != "sharp":
+        raise GCDError("site projections need the sharp occupancy encoding")
+    found = [grid.sharp_sites(data, s, floor) for s in range(grid.n_species)]
+    index = torch.cat([f[0] for f in found])
+    species = np.concatenate([np.full(len(f[0]), s) for s, f in enumerate(found)])
+    frac = np.concatenate([f[1] for f in found])
+    sites = Atoms(numbers=np.ones(len(index), dtype=int), scaled_positions=frac % 1.0, cell=np.diag(cell_lengths),
+                  pbc=True)
+    sites.set_array("occupancy", np.concatenate([f[2] for f in found]))
+    sites.set_array("site", np.arange(len(index)))
+    return index, species, sites
+
+
+def _empty_sites(grid: VoxelGrid, data: torch.Tensor, index: torch.Tensor, species: np.ndarray,
+                 chosen: np.ndarray) -> None:
+    """Empty the ``chosen`` sites' voxels of one data-space grid ``[C, X, Y, Z]`` in place."""
+    for s in range(grid.n_species):
+        i, j, k = index[torch.from_numpy(chosen & (species == s)).to(index.device)].unbind(1)
+        data[s, i, j, k] = 0.0
+        data[grid.offset_channels(s), i, j, k] = 0.5  # as encode leaves empty voxels
+
+
 @dataclass
 class SiteExclusion(LateProjection):
     """Keeps atoms apart in clean estimates ``(x0, t) -> x0`` (model space) at noise times up to ``below``.
@@ -124,25 +167,43 @@ class SiteExclusion(LateProjection):
 
     def impose(self, x0: torch.Tensor) -> torch.Tensor:
         """``x0`` with every too-close pair reduced to its fuller site, at any time."""
-        if self.grid.encoding != "sharp":
-            raise GCDError("site exclusion needs the sharp occupancy encoding")
         data = self.grid.to_data_space(x0)
-        cell = np.diag(self.cell_lengths)
         for b in range(data.shape[0]):
-            sites = [self.grid.sharp_sites(data[b], s, self.floor) for s in range(self.grid.n_species)]
-            index = torch.cat([found[0] for found in sites])
-            species = np.concatenate([np.full(len(found[0]), s) for s, found in enumerate(sites)])
-            frac = np.concatenate([found[1] for found in sites])
-            candidates = Atoms(numbers=np.ones(len(index), dtype=int), scaled_positions=frac % 1.0, cell=cell,
-                               pbc=True)
-            candidates.set_array("occupancy", np.concatenate([found[2] for found in sites]))
-            candidates.set_array("site", np.arange(len(index)))
+            index, species, sites = _sites(self.grid, data[b], self.cell_lengths, self.floor)
             removed = np.ones(len(index), dtype=bool)
-            removed[merge_close_atoms(candidates, self.distance).arrays["site"]] = False
-            for s in range(self.grid.n_species):
-                i, j, k = index[torch.from_numpy(removed & (species == s)).to(index.device)].unbind(1)
-                data[b, s, i, j, k] = 0.0
-                data[b, self.grid.offset_channels(s), i, j, k] = 0.5  # as encode leaves empty voxels
+            removed[merge_close_atoms(sites, self.distance).arrays["site"]] = False
+            _empty_sites(self.grid, data[b], index, species, removed)
+        return self.grid.to_model_space(data)
+
+
+@dataclass
+class UnderbondedPruning:
+    """Empties under-bonded sites from clean estimates ``(x0, t) -> x0`` (model space) at noise times in ``window``.
+
+    The sites are the decoder's (occupancy above the grid's threshold); one with fewer than ``min_bonds`` others
+    within ``cutoff`` (A) loses its voxel, and the network goes on from the estimate without it, free to place an atom
+    elsewhere. A grand canonical model can drop an atom; a fixed-count one could only move it. In amorphous carbon
+    such sites are dangling chain ends, which the training cells do not hold. Unlike a :class:`LateProjection` it is
+    not imposed on the final estimate: what comes out after the window is the network's.
+    """
+
+    grid: VoxelGrid
+    cell_lengths: tuple[float, float, float]
+    min_bonds: int
+    cutoff: float
+    window: tuple[float, float]
+    pruned: int = 0  # sites emptied so far, over all calls
+
+    def __call__(self, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        low, high = self.window
+        if not low <= float(t.max()) <= high:
+            return x0
+        data = self.grid.to_data_space(x0)
+        for b in range(data.shape[0]):
+            index, species, sites = _sites(self.grid, data[b], self.cell_lengths, self.grid.threshold)
+            under = coordination_numbers(sites, self.cutoff) < self.min_bonds
+            self.pruned += int(under.sum())
+            _empty_sites(self.grid, data[b], index, species, under)
         return self.grid.to_model_space(data)
 
 
@@ -183,6 +244,10 @@ def generate_frames(
                                   request.exclusion_distance, request.exclusion_below)
         late.append(exclusion)
         projection = exclusion if projection is None else _chained(projection, exclusion)
+    if request.min_bonds > 0:
+        pruning = UnderbondedPruning(model.grid_for(request.label), tuple(request.cell_lengths), request.min_bonds,
+                                     request.bond_cutoff, tuple(request.prune_window))
+        projection = pruning if projection is None else _chained(projection, pruning)
     denoiser = model.denoiser(
         conditioning,
         guidance_scale=request.guidance_scale,
