@@ -37,6 +37,7 @@ from gcd_core.checkpoint import (
     DEFAULT_XANES_MODEL,
     EXAMPLE_SPECTRA_DIR,
 )
+from gcd_core.data.amorphous import DANGLING_MIN_BONDS
 from gcd_core.data.bicrystal import GB_SYSTEMS, gb_density
 from gcd_core.data.crystals import PHASES, SITE_EXCLUSION_BONDS, bond_length, ideal_atom_count
 from gcd_core.data.gb_search import GBSearchSettings, relax_gb
@@ -398,6 +399,11 @@ class GenerationSettings(param.Parameterized):
     spectrum_guidance = param.Number(
         default=0.0, bounds=(0.0, 100.0), doc="Gradient guidance toward the target through the forward model."
     )
+    prune_dangling = param.Boolean(
+        default=True,
+        doc="Amorphous carbon: at noise times 0.05-0.15, carbons with fewer than two bonds (1.85 Å) are emptied from "
+        "the clean estimate and the network goes on without them: no dangling chain ends (README, Amorphous carbon).",
+    )
     sp3_guidance = param.Number(
         default=0.0, bounds=(0.0, 400.0),
         doc="Gradient guidance toward the sp3 fraction the target's pi* peak indicates; above 0, late clean estimates "
@@ -510,6 +516,7 @@ class GenerationSettings(param.Parameterized):
             guidance_scale=self.guidance_scale,
             vector=vector,
             exclusion_distance=exclusion,
+            min_bonds=DANGLING_MIN_BONDS if self.amorphous and self.prune_dangling else 0,
             fit_to_stride=self.amorphous,
         )
 

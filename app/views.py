@@ -183,6 +183,10 @@ class SettingsPanel(RunControls):
         self.sp3_guidance = pn.widgets.FloatSlider.from_param(
             settings.param.sp3_guidance, label="sp3 guidance (target's pi* peak)", step=10.0, visible=amorphous
         )
+        self.prune_dangling = pn.widgets.Checkbox.from_param(
+            settings.param.prune_dangling, name="Prune dangling carbons (under two bonds, late steps)",
+            visible=amorphous,
+        )
         self.cell_info = pn.pane.Markdown(sizing_mode="stretch_width")
         settings.param.watch(self._update_cell_info, ["supercell", "phase", "box_edge"])
         settings.param.watch(self._update_target_info, ["target_spectrum", "target_label"])
@@ -251,6 +255,7 @@ class SettingsPanel(RunControls):
             self.resample,
             self.resample_late_only,
             self.site_exclusion,
+            self.prune_dangling,
             self.guidance,
             self.seed,
             self.buttons(),

@@ -115,6 +115,7 @@ def test_generation_fills_results_and_frames(checkpoint: Path) -> None:
     dashboard.settings_panel.resample_late_only.value = True  # the checkbox drives the request's window
     assert settings.request(dashboard.model).resample_window == (0.0, 0.25)
     assert settings.request(dashboard.model).exclusion_distance is None
+    assert settings.request(dashboard.model).min_bonds == 0 and not dashboard.settings_panel.prune_dangling.visible
     dashboard.settings_panel.site_exclusion.value = True  # 0.65 of BCC W's bond length, a sqrt(3) / 2
     assert settings.request(dashboard.model).exclusion_distance == pytest.approx(0.65 * 3.165 * 3**0.5 / 2)
 
@@ -413,6 +414,11 @@ def test_carbon_mode_targets_guidance_results_and_bad_uploads(tmp_path: Path) ->
     assert settings.amorphous and dashboard.compare is not None and not dashboard.settings_panel.supercell.visible
     assert settings.resample == 4 and settings.resample_late_only  # carbon's default: the late steps repeated
     assert settings.request(run.model).resample_window == app_state.LATE_RESAMPLE_WINDOW
+    assert dashboard.settings_panel.prune_dangling.visible and not dashboard.settings_panel.site_exclusion.visible
+    assert settings.request(run.model).min_bonds == 2  # carbon's default: dangling carbons pruned
+    dashboard.settings_panel.prune_dangling.value = False
+    assert settings.request(run.model).min_bonds == 0
+    dashboard.settings_panel.prune_dangling.value = True
     examples = [name for name in settings.param.target.objects if name]
     assert len(examples) == 7 and any("3.5gcc" in name for name in examples)
     assert {"diamond", "graphite"} <= set(examples)

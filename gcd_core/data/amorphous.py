@@ -19,6 +19,9 @@ from gcd_core.physics.analysis import hybridisation, mass_density
 from gcd_core.physics.spectra import ENERGY_GRID, normalise
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "a-C"
+# Carbons with fewer bonds (within 1.85 A) are dangling chain ends, which no training cell holds: sampling prunes
+# them at late noise times (``GenerationRequest.min_bonds``; benchmarks/results/carbon_pruning_cpu.md)
+DANGLING_MIN_BONDS = 2
 
 
 def _read_site_spectra(path: Path) -> np.ndarray:
