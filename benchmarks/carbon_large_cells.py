@@ -3,9 +3,10 @@
 For each box edge, ``--samples`` samples (conditioned on a held-out cell's spectrum with ``--target``, else
 unconditional; optionally steered toward it by gradient guidance, ``--gradient`` and ``--sp3``, as in
 ``carbon_steering.py``) are generated and compared with the training cells nearest in density: RDF distance,
-sp/sp2/sp3 fractions, mean coordination and the share of singly coordinated carbons. The training cells are
-10.7-14.2 A, so 24.5 A and 49 A are about 2x and 4x their edge; put the steering benchmark's 12.264 A among the
-edges to see what the size alone changes.
+sp/sp2/sp3 fractions, mean coordination and the share of singly coordinated carbons. For scale, the last column
+gives the RDF distance of each held-out cell of that density from the same training cells (real cells, one each).
+The training cells are 10.7-14.2 A, so 24.5 A and 49 A are about 2x and 4x their edge; put the steering benchmark's
+12.264 A among the edges to see what the size alone changes.
 
     python benchmarks/carbon_large_cells.py assets/carbon_xanes.pt --edges 24.528 49.056 --device cpu
 """
@@ -71,7 +72,7 @@ def main() -> None:
 
     model = GCDModel.load(args.checkpoint, device=args.device)
     everything = load_carbon_dataset(args.data)
-    train, _ = split_by_structure(everything)
+    train, held_out = split_by_structure(everything)
     target = vector = forward = None
     if args.target:
         chosen = [a for a in everything if a.info["name"] == args.target]
@@ -98,8 +99,9 @@ def main() -> None:
         f"device {args.device} ({hardware})",
         "",
         "| box (A) | grid | atoms | seconds | density | sp / sp2 / sp3 | mean coord. | sp1 share | spectral error | "
-        "same-density training cells: density, sp / sp2 / sp3, mean coord. | RDF distance |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "same-density training cells: density, sp / sp2 / sp3, mean coord. | RDF distance | held-out cells' RDF "
+        "distance |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for edge in args.edges:
         cell = (edge,) * 3
@@ -124,14 +126,18 @@ def main() -> None:
         nearest = min({round(a.info["density"], 1) for a in train}, key=lambda d: abs(d - density))
         reference = [a for a in train if round(a.info["density"], 1) == nearest]
         h, ref_h = hybridisation(structures), hybridisation(reference)
-        distance = rdf_distance(radial_distribution(reference), radial_distribution(structures))
+        reference_rdf = radial_distribution(reference)
+        distance = rdf_distance(reference_rdf, radial_distribution(structures))
+        # the yardstick: how far real cells of that density, held out of training, lie from the training cells
+        yardstick = [rdf_distance(reference_rdf, radial_distribution(a)) for a in held_out
+                     if round(a.info["density"], 1) == nearest]
         singles = float(np.mean(np.concatenate([coordination_numbers(a) == 1 for a in structures])))
         error = f"{np.mean(spectral_error(forward, structures, target)):.3f}" if target is not None else "-"
         lines.append(
             f"| {edge:g} | {shape[0]}^3 | {np.mean([len(a) for a in structures]):.0f} | {seconds:.1f} | "
             f"{density:.2f} | {h.sp:.3f} / {h.sp2:.3f} / {h.sp3:.3f} | {h.mean_coordination:.2f} | {singles:.4f} | "
             f"{error} | {nearest:.1f} ({len(reference)} cells): {ref_h.sp:.3f} / {ref_h.sp2:.3f} / {ref_h.sp3:.3f}, "
-            f"{ref_h.mean_coordination:.2f} | {distance:.3f} |"
+            f"{ref_h.mean_coordination:.2f} | {distance:.3f} | {', '.join(f'{v:.3f}' for v in yardstick) or '-'} |"
         )
         print(lines[-1], flush=True)
     text = "\n".join(lines)
