@@ -46,8 +46,8 @@ class GenerationRequest:
     exclusion_below: float = 0.3
     # while sampling (noise times in prune_window), sites with fewer than min_bonds neighbours within bond_cutoff (A)
     # are emptied from the clean estimate and the network goes on without them: dangling chain ends in carbon
-    # (benchmarks/results/carbon_pruning_cpu.md). The window ends before the last step, whose estimate is left as the
-    # network makes it. 0 turns it off.
+    # (benchmarks/results/carbon_pruning_cpu.md). 0 turns it off. The default window leaves the last steps of a run of
+    # 20 or more steps to the network (with 40, the last starts at t = 0.025), so the output is not filtered.
     min_bonds: int = 0
     bond_cutoff: float = DEFAULT_BOND_CUTOFF
     prune_window: tuple[float, float] = (0.05, 0.15)
@@ -184,7 +184,7 @@ class UnderbondedPruning:
     within ``cutoff`` (A) loses its voxel, and the network goes on from the estimate without it, free to place an atom
     elsewhere. A grand canonical model can drop an atom; a fixed-count one could only move it. In amorphous carbon
     such sites are dangling chain ends, which the training cells do not hold. Unlike a :class:`LateProjection` it is
-    not imposed on the final estimate: what comes out after the window is the network's.
+    not imposed on the final estimate: the estimates of steps after the window are the network's.
     """
 
     grid: VoxelGrid

@@ -70,7 +70,7 @@ def test_generate_prunes_through_the_request():
                      "x0")
     request = GenerationRequest(CELL, num_samples=2, steps=5, seed=3)
     assert [len(a) for a in generate(model, request)] == [8, 8]
-    request.min_bonds = 2  # the default window ends before the last step (t = 0.2 here): nothing pruned
+    request.min_bonds = 2  # no step of five (t = 1, 0.8, ..., 0.2) falls in the default window: nothing pruned
     assert [len(a) for a in generate(model, request)] == [8, 8]
     request.prune_window = (0.0, 1.0)
     pruned = generate(model, request)
