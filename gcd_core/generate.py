@@ -46,8 +46,9 @@ class GenerationRequest:
     exclusion_below: float = 0.3
     # while sampling (noise times in prune_window), sites with fewer than min_bonds neighbours within bond_cutoff (A)
     # are emptied from the clean estimate and the network goes on without them: dangling chain ends in carbon
-    # (benchmarks/results/carbon_pruning_cpu.md). 0 turns it off. The default window leaves the last steps of a run of
-    # 20 or more steps to the network (with 40, the last starts at t = 0.025), so the output is not filtered.
+    # (benchmarks/results/carbon_pruning_cpu.md). 0 turns it off. The default window leaves the last step of a run of
+    # more than 20 steps to the network (with 40 it starts at t = 0.025), so that output is not filtered; with 20 or
+    # fewer steps the last estimate is pruned too.
     min_bonds: int = 0
     bond_cutoff: float = DEFAULT_BOND_CUTOFF
     prune_window: tuple[float, float] = (0.05, 0.15)
