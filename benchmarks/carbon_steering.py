@@ -183,8 +183,8 @@ def main() -> None:
         reference = radial_distribution(train)
         sample_rdf = radial_distribution(sampled)
         ref_h, gen_h = hybridisation(train), hybridisation(sampled)
-        ref_sp1 = float(np.mean(np.concatenate([coordination_numbers(a) == 1 for a in train])))
-        gen_sp1 = float(np.mean(np.concatenate([coordination_numbers(a) == 1 for a in sampled])))
+        ref_single = np.concatenate([coordination_numbers(a) == 1 for a in train])
+        gen_single = np.concatenate([coordination_numbers(a) == 1 for a in sampled])
         lines += [
             "",
             f"Unguided (cfg 0) vs the {len(train)} training cells: "
@@ -192,7 +192,8 @@ def main() -> None:
             f"sp/sp2/sp3 {gen_h.sp:.3f}/{gen_h.sp2:.3f}/{gen_h.sp3:.3f} "
             f"vs {ref_h.sp:.3f}/{ref_h.sp2:.3f}/{ref_h.sp3:.3f}; "
             f"mean coordination {gen_h.mean_coordination:.3f} vs {ref_h.mean_coordination:.3f}; "
-            f"singly coordinated {gen_sp1:.4f} vs {ref_sp1:.4f}",
+            f"singly coordinated {gen_single.mean():.4f} ({gen_single.sum()} of {gen_single.size}) vs "
+            f"{ref_single.mean():.4f} ({ref_single.sum()} of {ref_single.size})",
         ]
     lines.append(f"\nWall time {time.perf_counter() - started:.0f} s")
     text = "\n".join(lines)
