@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from gcd_core.data.amorphous import DEFAULT_ROOT, load_carbon_dataset, split_by_structure, structure_spectrum
-from gcd_core.generate import GenerationRequest, generate
+from gcd_core.generate import PRUNE_WINDOW, GenerationRequest, generate
 from gcd_core.guidance import spectral_error, steering
 from gcd_core.model import GCDModel
 from gcd_core.physics.analysis import (
@@ -59,7 +59,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--min-bonds", type=int, default=0, metavar="N",
-        help="prune sites with fewer than N bonds from clean estimates at noise times 0.05-0.15 (0: off)",
+        help=f"prune sites with fewer than N bonds from clean estimates at noise times {PRUNE_WINDOW} (0: off)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
@@ -92,7 +92,7 @@ def main() -> None:
     if args.resample > 1:
         sampler += f", steps at t in [{args.resample_window[0]:g}, {args.resample_window[1]:g}] x {args.resample}"
     if args.min_bonds:
-        sampler += f", sites with under {args.min_bonds} bonds pruned at t in [0.05, 0.15]"
+        sampler += f", sites with under {args.min_bonds} bonds pruned at t in {list(PRUNE_WINDOW)}"
     hardware = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{torch.get_num_threads()} threads"
     lines = [
         f"Model {args.checkpoint}; {condition}; {sampler}; {args.samples} sample(s) per box; seed {args.seed}; "
@@ -108,8 +108,7 @@ def main() -> None:
         request = GenerationRequest(
             cell, num_samples=args.samples, steps=args.steps, sampler=args.sampler, seed=args.seed,
             resample=args.resample, resample_window=tuple(args.resample_window), min_bonds=args.min_bonds,
-            vector=vector,
-            guidance_scale=args.cfg if vector is not None else 1.0, fit_to_stride=True,
+            vector=vector, guidance_scale=args.cfg if vector is not None else 1.0, fit_to_stride=True,
         )
         steer = steering(
             model.grid, cell, target, forward, spectrum_scale=args.gradient, sp3_scale=args.sp3,

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from gcd_core.data.amorphous import DEFAULT_ROOT, load_carbon_dataset, split_by_structure, structure_spectrum
-from gcd_core.generate import GenerationRequest, generate
+from gcd_core.generate import PRUNE_WINDOW, GenerationRequest, generate
 from gcd_core.guidance import spectral_error, steering
 from gcd_core.model import GCDModel
 from gcd_core.physics.analysis import (
@@ -74,7 +74,7 @@ def budget_note(args: argparse.Namespace) -> str:
         note += (f"; with sp3 guidance each clean estimate at t <= {args.sp3_refine_below:g} also takes "
                  f"{args.sp3_refine} Adam steps of the sp3 loss")
     if args.min_bonds:
-        note += f"; sites with under {args.min_bonds} bonds pruned from the estimates at t in [0.05, 0.15]"
+        note += f"; sites with under {args.min_bonds} bonds pruned from the estimates at t in {list(PRUNE_WINDOW)}"
     return note
 
 
@@ -108,7 +108,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--min-bonds", type=int, default=0, metavar="N",
-        help="prune sites with fewer than N bonds from clean estimates at noise times 0.05-0.15 (0: off)",
+        help=f"prune sites with fewer than N bonds from clean estimates at noise times {PRUNE_WINDOW} (0: off)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")

@@ -21,6 +21,9 @@ from gcd_core.representation.grid import GridLayout, GridStretchWarning, VoxelGr
 # voxels settle on one late in sampling (benchmarks/results/crystal_resample_window_cpu.md); amorphous carbon
 # comes closer to its target spectrum (benchmarks/results/carbon_late_resample_cpu.md)
 LATE_RESAMPLE_WINDOW = (0.0, 0.25)
+# Prune under-bonded sites only here: late enough that the bond network has formed, and ending before the last step
+# of a 40-step run, so that the output is the network's (benchmarks/results/carbon_pruning_cpu.md)
+PRUNE_WINDOW = (0.05, 0.15)
 
 
 @dataclass
@@ -45,13 +48,12 @@ class GenerationRequest:
     exclusion_distance: float | None = None
     exclusion_below: float = 0.3
     # while sampling (noise times in prune_window), sites with fewer than min_bonds neighbours within bond_cutoff (A)
-    # are emptied from the clean estimate and the network goes on without them: dangling chain ends in carbon
-    # (benchmarks/results/carbon_pruning_cpu.md). 0 turns it off. The default window leaves the last step of a run of
-    # more than 20 steps to the network (with 40 it starts at t = 0.025), so that output is not filtered; with 20 or
-    # fewer steps the last estimate is pruned too.
+    # are emptied from the clean estimate and the network goes on without them: dangling chain ends in carbon. 0 turns
+    # it off. The default window leaves the last step of a run of more than 20 steps to the network (with 40 it starts
+    # at t = 0.025), so that output is not filtered; with 20 or fewer steps the last estimate is pruned too.
     min_bonds: int = 0
     bond_cutoff: float = DEFAULT_BOND_CUTOFF
-    prune_window: tuple[float, float] = (0.05, 0.15)
+    prune_window: tuple[float, float] = PRUNE_WINDOW
     # lay the cell on the nearest grid the network takes (slightly stretched voxels) instead of refusing a cell
     # that is not a whole multiple of its stride: for amorphous cells, whose edge follows the density
     fit_to_stride: bool = False
