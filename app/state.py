@@ -92,7 +92,8 @@ DENSITY_UPSAMPLE = 2
 SYMPREC = 0.1  # A; generated positions carry a little noise
 STATUSES = ("idle", "running", "done", "cancelled", "error")
 RESULT_COLUMNS = ("sample", "atoms", "ideal", "density (g/cm³)", "space group", "phase fraction", "verdict")
-CARBON_COLUMNS = ("sample", "atoms", "density (g/cm³)", "sp2", "sp3", "mean coordination", "spectral error")
+CARBON_COLUMNS = ("sample", "atoms", "density (g/cm³)", "sp", "sp2", "sp3", "under-bonded", "mean coordination",
+                  "spectral error")
 GB_N_COLUMN, GB_ENERGY_COLUMN = "[n]", "E_gb (J/m²)"
 GB_COLUMNS = ("sample", "atoms", GB_N_COLUMN, GB_ENERGY_COLUMN, "relaxed")
 
@@ -317,8 +318,8 @@ def analyse(structures: Sequence[Atoms], cell_lengths: Sequence[float], referenc
 def analyse_carbon(
     structures: Sequence[Atoms], forward: XanesForwardModel, target: np.ndarray | None
 ) -> tuple[list[dict], list[np.ndarray]]:
-    """Results rows for amorphous carbon (density, sp2/sp3, coordination, spectral error against the target)
-    and each structure's forward-model spectrum (empty structures get none)."""
+    """Results rows for amorphous carbon (density, sp/sp2/sp3 and under-bonded fractions, coordination, spectral
+    error against the target) and each structure's forward-model spectrum (empty structures get none)."""
     rows, spectra = [], []
     for index, atoms in enumerate(structures):
         row: dict[str, Any] = {"sample": index, "atoms": len(atoms)}
@@ -326,8 +327,9 @@ def analyse_carbon(
         # denser than diamond means overlapping atoms (an untrained or failed sample): not worth analysing
         if len(atoms) > 1 and mass_density(atoms) < MAX_CARBON_DENSITY:
             h = hybridisation(atoms)
-            row.update({"density (g/cm³)": round(mass_density(atoms), 3), "sp2": round(h.sp2, 3),
-                        "sp3": round(h.sp3, 3), "mean coordination": round(h.mean_coordination, 2)})
+            row.update({"density (g/cm³)": round(mass_density(atoms), 3), "sp": round(h.sp, 3), "sp2": round(h.sp2, 3),
+                        "sp3": round(h.sp3, 3), "under-bonded": round(h.under, 3),
+                        "mean coordination": round(h.mean_coordination, 2)})
             spectrum = normalise(forward.spectrum(atoms))
             if target is not None:
                 row["spectral error"] = round(relative_error(spectrum, target), 3)

@@ -515,7 +515,8 @@ class ResultsTable(pn.viewable.Viewer):
             )
         if self.run.mode == "amorphous":
             return (
-                "Each structure's density, sp2/sp3 fractions and mean coordination (bonds under 1.85 Å), and the "
+                "Each structure's density, the fractions of its carbons with two (sp), three (sp2), four (sp3) and "
+                "under two bonds (under-bonded: dangling; bonds under 1.85 Å), its mean coordination, and the "
                 "relative L2 error of its forward-model spectrum against the target."
             )
         ref = self.run.reference
