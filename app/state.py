@@ -47,6 +47,7 @@ from gcd_core.diffusion.samplers import SAMPLERS, Frame
 from gcd_core.errors import GCDError
 from gcd_core.generate import (
     LATE_RESAMPLE_WINDOW,
+    PRUNE_WINDOW,
     GenerationRequest,
     decode_frame,
     generate_frames,
@@ -403,8 +404,9 @@ class GenerationSettings(param.Parameterized):
     )
     prune_dangling = param.Boolean(
         default=True,
-        doc="Amorphous carbon: at noise times 0.05-0.15, carbons with fewer than two bonds (1.85 Å) are emptied from "
-        "the clean estimate and the network goes on without them: no dangling chain ends (README, Amorphous carbon).",
+        doc=f"Amorphous carbon: at noise times {PRUNE_WINDOW[0]:g}-{PRUNE_WINDOW[1]:g}, carbons with fewer than "
+        f"{DANGLING_MIN_BONDS} bonds (1.85 Å) are emptied from the clean estimate and the network goes on without "
+        "them: no dangling chain ends (README, Amorphous carbon).",
     )
     sp3_guidance = param.Number(
         default=0.0, bounds=(0.0, 400.0),

@@ -1,6 +1,8 @@
 import warnings
 
+import numpy as np
 import pytest
+from ase import Atoms
 
 from gcd_core.representation import GridStretchWarning
 
@@ -11,3 +13,13 @@ def _no_stretch_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GridStretchWarning)
         yield
+
+
+@pytest.fixture
+def ring_with_loose_ends() -> Atoms:
+    """Carbon in a 10.512 A cell (24 voxels of 0.438 A): a six-membered ring (1.42 A bonds, two each), a chain end
+    bonded to one ring atom only (which so has three), and a lone atom."""
+    angles = np.arange(6) * np.pi / 3
+    ring = np.stack([1.42 * np.cos(angles), 1.42 * np.sin(angles), np.zeros(6)], axis=1) + 5.0
+    return Atoms("C8", positions=np.vstack([ring, ring[0] + [1.45, 0.0, 0.0], [1.0, 1.0, 9.0]]), cell=[10.512] * 3,
+                 pbc=True)

@@ -449,18 +449,12 @@ def test_carbon_mode_targets_guidance_results_and_bad_uploads(tmp_path: Path) ->
     assert settings.target_label == "uploaded mine.csv" and dashboard.error_message == ""
 
 
-def test_carbon_results_count_two_bonded_and_dangling_carbons() -> None:
-    """A six-membered ring (two bonds each, one ring atom three), a chain end on it and a lone atom."""
-    from ase import Atoms
-
+def test_carbon_results_count_two_bonded_and_dangling_carbons(ring_with_loose_ends) -> None:
     from gcd_core.checkpoint import DEFAULT_XANES_MODEL
     from gcd_core.physics.xanes import XanesForwardModel
 
-    angles = np.arange(6) * np.pi / 3
-    ring = np.stack([1.42 * np.cos(angles), 1.42 * np.sin(angles), np.zeros(6)], axis=1) + 5.0
-    atoms = Atoms("C8", positions=np.vstack([ring, ring[0] + [1.45, 0, 0], [1.0, 1.0, 9.0]]), cell=[10.5] * 3,
-                  pbc=True)
-    (row,), _ = app_state.analyse_carbon([atoms], XanesForwardModel.load(DEFAULT_XANES_MODEL), None)
+    forward = XanesForwardModel.load(DEFAULT_XANES_MODEL)
+    (row,), _ = app_state.analyse_carbon([ring_with_loose_ends], forward, None)
     assert (row["sp"], row["sp2"], row["sp3"], row["under-bonded"]) == (0.625, 0.125, 0.0, 0.25)
     assert set(row) <= set(app_state.CARBON_COLUMNS)
 

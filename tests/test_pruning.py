@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from ase import Atoms
 
 from gcd_core.diffusion import CosineSchedule
 from gcd_core.errors import GCDError
@@ -20,18 +19,9 @@ VOXEL = 0.438
 CELL = (24 * VOXEL,) * 3  # 10.5 A
 
 
-def ring_with_loose_ends() -> Atoms:
-    """A six-membered ring (1.42 A bonds, two each), a chain end bonded to one ring atom only, and a lone atom."""
-    angles = np.arange(6) * np.pi / 3
-    ring = np.stack([1.42 * np.cos(angles), 1.42 * np.sin(angles), np.zeros(6)], axis=1) + 5.0
-    dangling = ring[0] + [1.45, 0.0, 0.0]
-    lone = np.array([1.0, 1.0, 9.0])
-    return Atoms(f"C{8}", positions=np.vstack([ring, dangling, lone]), cell=CELL, pbc=True)
-
-
-def test_pruning_empties_the_under_bonded_sites_and_nothing_else():
+def test_pruning_empties_the_under_bonded_sites_and_nothing_else(ring_with_loose_ends):
     grid = VoxelGrid(("C",), VOXEL)
-    atoms = ring_with_loose_ends()
+    atoms = ring_with_loose_ends
     assert list(coordination_numbers(atoms)) == [3, 2, 2, 2, 2, 2, 1, 0]
     clean = grid.encode(atoms)
     pruning = UnderbondedPruning(grid, CELL, min_bonds=2, cutoff=1.85, window=(0.05, 0.15))
@@ -44,10 +34,10 @@ def test_pruning_empties_the_under_bonded_sites_and_nothing_else():
         assert torch.equal(untouched, grid.to_model_space(clean))
 
 
-def test_min_bonds_one_prunes_only_the_lone_atom():
+def test_min_bonds_one_prunes_only_the_lone_atom(ring_with_loose_ends):
     grid = VoxelGrid(("C",), VOXEL)
     pruning = UnderbondedPruning(grid, CELL, min_bonds=1, cutoff=1.85, window=(0.0, 1.0))
-    pruned = grid.decode(grid.to_data_space(pruning(grid.to_model_space(grid.encode(ring_with_loose_ends())),
+    pruned = grid.decode(grid.to_data_space(pruning(grid.to_model_space(grid.encode(ring_with_loose_ends)),
                                                     torch.tensor([0.1]))), CELL)[0]
     assert len(pruned) == 7
 
@@ -64,9 +54,9 @@ class FixedEstimate(UNet3D):
         return self.estimate.expand(x.shape[0], -1, -1, -1, -1)
 
 
-def test_generate_prunes_through_the_request():
+def test_generate_prunes_through_the_request(ring_with_loose_ends):
     grid = VoxelGrid(("C",), VOXEL)
-    model = GCDModel(FixedEstimate(grid.to_model_space(grid.encode(ring_with_loose_ends()))), grid, CosineSchedule(),
+    model = GCDModel(FixedEstimate(grid.to_model_space(grid.encode(ring_with_loose_ends))), grid, CosineSchedule(),
                      "x0")
     request = GenerationRequest(CELL, num_samples=2, steps=5, seed=3)
     assert [len(a) for a in generate(model, request)] == [8, 8]
