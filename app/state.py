@@ -905,17 +905,23 @@ class GBSettings(param.Parameterized):
 
 
 @contextmanager
-def _relax_slot(cancel: threading.Event) -> Iterator[bool]:
-    """Hold RELAX_LOCK while the body runs; yields False (without the lock) when ``cancel`` is set while
-    waiting, so a cancelled run does not queue behind other sessions' relaxations."""
-    while not RELAX_LOCK.acquire(timeout=0.1):
-        if cancel.is_set():
-            yield False
-            return
+def _lock_slot(
+    lock: threading.Lock, cancel: threading.Event, on_wait: Callable[[], None] | None = None
+) -> Iterator[bool]:
+    """Hold ``lock`` (a process-wide one, shared by sessions) while the body runs; yields False (without the lock)
+    when ``cancel`` is set while waiting, so a cancelled run does not queue behind other sessions' work.
+    ``on_wait`` is called once if the lock is not free at once."""
+    if not lock.acquire(blocking=False):
+        if on_wait is not None:
+            on_wait()
+        while not lock.acquire(timeout=0.1):
+            if cancel.is_set():
+                yield False
+                return
     try:
         yield True
     finally:
-        RELAX_LOCK.release()
+        lock.release()
 
 
 def score_gb(
@@ -1072,7 +1078,7 @@ class GBRun(GenerationRun):
             if self._skip_reason:
                 final, row = score_gb(index, atoms, request.system, self._skip_reason, request.thickness)
             else:
-                with _relax_slot(self._cancel) as granted:
+                with _lock_slot(RELAX_LOCK, self._cancel) as granted:
                     if not granted:
                         return {"status": "cancelled", "activity": ""}
                     final, row = score_gb(index, atoms, request.system, thickness=request.thickness)

@@ -19,6 +19,7 @@ import panel as pn
 import param
 
 from app.atoms_view import AtomsView
+from app.feff_check import FEFF_COLUMNS, FeffCheck, feff_missing
 from app.state import (
     CARBON_COLUMNS,
     DRAWN_LABEL,
@@ -719,6 +720,131 @@ class CompareView(pn.viewable.Viewer):
         )
 
 
+# ---------------------------------------------------------------------------------------------------- FEFF
+FEFF_PLOT_NAME = "gcd-feff-check"  # the Bokeh figure's name, for the browser tests to find it
+FEFF_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+SECONDS_PER_FEFF_SITE = 10  # default settings, one core, an a-C site (5-25 s): for the time estimate only
+
+
+class FeffPanel(pn.viewable.Viewer):
+    """Amorphous runs: FEFF10 full multiple scattering on sampled sites of the chosen structures, each beside the
+    forward model's spectrum of the same sites; slow (seconds a site), cancellable, cached on disk."""
+
+    def __init__(self, run: GenerationRun, results: ResultsTable, check: FeffCheck, **params) -> None:
+        super().__init__(**params)
+        self.run, self.results, self.check = run, results, check
+        self.sites = pn.widgets.IntSlider.from_param(check.param.sites_per_structure, label="Sites per structure")
+        self.check_button = pn.widgets.Button(label="Check with FEFF10", color="primary")
+        self.cancel_button = pn.widgets.Button(label="■ Cancel", color="warning")
+        self.check_button.on_click(self._on_check)
+        self.cancel_button.on_click(lambda event: self.check.cancel())
+        self.note = pn.pane.Markdown(sizing_mode="stretch_width")
+        self.progress = pn.pane.Markdown(sizing_mode="stretch_width")
+        self.alert = pn.pane.Alert(alert_type="danger", visible=False, sizing_mode="stretch_width")
+        self.plot = pn.pane.HoloViews(sizing_mode="stretch_width", height=300)
+        self.table = pn.widgets.Tabulator(
+            pd.DataFrame(columns=list(FEFF_COLUMNS)), disabled=True, show_index=False,
+            layout="fit_data_stretch", sizing_mode="stretch_width", height=150,
+        )
+        self._missing = feff_missing()
+        run.param.watch(self._on_structures, ["structures"])
+        results.table.param.watch(self._update_note, ["selection"])
+        check.param.watch(self._update_note, ["sites_per_structure"])
+        check.param.watch(self._update_progress, ["status", "done_sites", "total_sites", "waiting", "error"])
+        check.param.watch(self._update_results, ["feff_spectra", "rows"])
+        self._update_note()
+        self._update_progress()
+        self._update_results()
+
+    def samples(self) -> list[int]:
+        """The samples to check: the selected rows, or every sample when none is selected."""
+        return self.results.selected or list(range(len(self.run.structures)))
+
+    def _on_check(self, event: object = None) -> None:
+        try:
+            self.check.start(self.run.structures, self.samples())
+        except GCDError as exc:
+            self.check.param.update(error=str(exc))
+
+    def _on_structures(self, *events: param.parameterized.Event) -> None:
+        self.check.reset()  # its results belong to structures that are gone
+        self._update_note()
+
+    def _update_note(self, *events: param.parameterized.Event) -> None:
+        samples = self.samples()
+        if self._missing:
+            self.note.object = self._missing
+        elif not samples:
+            self.note.object = "Generate structures first, then check their spectra against FEFF10."
+        else:
+            sites = self.check.sites_per_structure * len(samples)
+            which = "selected" if self.results.selected else "all"
+            minutes = max(1, round(sites * SECONDS_PER_FEFF_SITE / 60))
+            self.note.object = (
+                f"FEFF10 (full multiple scattering, screened core hole) on {self.check.sites_per_structure} random "
+                f"carbon site(s) of each of {len(samples)} structure(s) ({which}; select rows to check only those): "
+                f"{sites} site(s), about {minutes} min on one core. Each site's result is cached in "
+                f"`{self.check.cache_dir}`, so a repeated check returns at once. Dashed: the forward model on the "
+                "same sites."
+            )
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        running = self.check.running
+        self.check_button.disabled = running or bool(self._missing) or not self.run.structures
+        self.cancel_button.disabled = not running
+
+    def _update_progress(self, *events: param.parameterized.Event) -> None:
+        check = self.check
+        if check.waiting:
+            text = "FEFF: waiting for another session's check to finish"
+        elif check.status == "running":
+            text = f"FEFF: {check.done_sites} / {check.total_sites} sites, running"
+        elif check.status in ("done", "cancelled") and check.total_sites:
+            text = f"FEFF: {check.done_sites} / {check.total_sites} sites, {STATUS_TEXT[check.status]} " \
+                   f"({check.elapsed_s:.0f} s)"
+        else:
+            text = ""
+        self.progress.object = text
+        self.alert.param.update(object=check.error, visible=bool(check.error))
+        self._update_buttons()
+
+    def _update_results(self, *events: param.parameterized.Event) -> None:
+        import holoviews as hv
+        import holoviews.plotting.bokeh  # noqa: F401  (registers the renderer that .opts() needs)
+
+        self.table.value = pd.DataFrame(self.check.rows, columns=list(FEFF_COLUMNS))
+        if not self.check.feff_spectra:
+            self.plot.object = None
+            return
+        curves = []
+        if self.run.target_spectrum is not None:
+            curves.append(hv.Curve((ENERGY_GRID, self.run.target_spectrum), "energy (eV)", "intensity", label="target")
+                          .opts(color="black", line_width=3))
+        for position, (sample, spectrum) in enumerate(sorted(self.check.feff_spectra.items())):
+            color = FEFF_COLORS[position % len(FEFF_COLORS)]
+            model = self.check.model_spectra[sample]
+            curves.append(hv.Curve((ENERGY_GRID, spectrum), "energy (eV)", "intensity", label=f"sample {sample}: FEFF")
+                          .opts(color=color, line_width=2))
+            curves.append(hv.Curve((ENERGY_GRID, model), "energy (eV)", "intensity", label=f"sample {sample}: model")
+                          .opts(color=color, line_dash="dashed"))
+        self.plot.object = hv.Overlay(curves).opts(
+            title="FEFF10 (solid) and the forward model (dashed), same sites", responsive=True,
+            legend_position="top_right", hooks=[_figure_namer(FEFF_PLOT_NAME)],
+        )
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return pn.Column(
+            "### Check with FEFF10",
+            self.note,
+            pn.Row(self.sites, self.check_button, self.cancel_button),
+            self.progress,
+            self.alert,
+            pn.Row(self.plot, self.table, sizing_mode="stretch_width"),
+            sizing_mode="stretch_width",
+        )
+
+
 # ---------------------------------------------------------------------------------------------- GB energies
 GB_PLOT_NAME = "gcd-gb-energies"  # the Bokeh figure's name, for the browser tests to find it
 GB_PLOT_HEIGHT = 320
@@ -894,6 +1020,7 @@ class Dashboard(pn.viewable.Viewer):
         self.export = ExportPanel(self.run, self.results)
         amorphous = self.run.mode == "amorphous"
         self.compare = CompareView(self.run) if amorphous else None
+        self.feff = FeffPanel(self.run, self.results, FeffCheck(dispatch=dispatch)) if amorphous else None
         self.drawing = TargetDrawing(self.run) if amorphous else None
         self.energies = GBEnergyPlot(self.run) if gb else None
         self.alert = pn.pane.Alert(alert_type="danger", sizing_mode="stretch_width", visible=False)
@@ -953,10 +1080,13 @@ class Dashboard(pn.viewable.Viewer):
         sidebar = pn.Column(self.settings_panel, pn.layout.Divider(), self.model_info(), width=340)
         viewers = pn.Row(self.live, self.atoms, sizing_mode="stretch_width")
         parts = [self.alert, *([self.drawing] if self.drawing else []), viewers, self.results]
-        parts += [*([self.compare] if self.compare else []), *([self.energies] if self.energies else []), self.export]
+        parts += [*([self.compare, self.feff] if self.compare else []), *([self.energies] if self.energies else []),
+                  self.export]
         main = pn.Column(*parts, sizing_mode="stretch_width")
         return pn.Column(header, pn.Row(sidebar, main, sizing_mode="stretch_width"), sizing_mode="stretch_width")
 
     def on_session_destroyed(self) -> None:
-        """Stop this session's run when its browser tab goes away."""
+        """Stop this session's run (and FEFF check) when its browser tab goes away."""
         self.run.cancel()
+        if self.feff is not None:
+            self.feff.check.cancel()

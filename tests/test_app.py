@@ -609,6 +609,131 @@ def test_drawing_from_no_target(carbon_checkpoint: Path) -> None:
     assert settings.request(dashboard.model).vector is not None  # guidance now has its target
 
 
+# ---------------------------------------------------------------------------------------------- FEFF check
+# a tiny cluster, no core hole: a real FEFF run in about a second (tests/test_feff.py)
+TINY_FEFF = dict(cluster_radius=2.6, scf_radius=2.0, fms_radius=2.6, core_hole="none", xkmax=3.0)
+
+
+def carbon_cells() -> list:
+    """Two 10.7 A carbon cells (the forward model needs edges over 8 A): diamond and diamond with its atoms moved."""
+    from ase.build import bulk
+
+    ideal = bulk("C", "diamond", a=3.567, cubic=True).repeat(3)
+    moved = ideal.copy()
+    moved.rattle(0.1, seed=1)
+    return [ideal, moved]
+
+
+def feff_panel(carbon_checkpoint: Path, cache: Path, **settings):
+    """A carbon dashboard holding two structures, and a FEFF panel on it with its own settings and cache."""
+    from app.feff_check import FeffCheck
+    from app.views import FeffPanel
+    from gcd_core.physics.feff import FeffSettings
+
+    dashboard = make_dashboard(carbon_checkpoint)
+    assert dashboard.feff is not None  # carbon mode has the FEFF check
+    panel = FeffPanel(dashboard.run, dashboard.results, FeffCheck(settings=FeffSettings(**settings), cache_dir=cache))
+    assert panel.check_button.disabled  # nothing generated yet
+    dashboard.run.structures = carbon_cells()
+    return dashboard, panel
+
+
+def feff_processes() -> list[int]:
+    """Pids of this machine's processes running FEFF's stage workers or a dashboard FEFF child."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if entry.name.isdigit() and (b"feff10" in command or b"feff_worker" in command):
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_feff_check_runs_in_a_child_process_fills_the_panel_and_caches(
+    carbon_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("feff10")
+    from gcd_core.physics import feff
+
+    dashboard, panel = feff_panel(carbon_checkpoint, tmp_path, **TINY_FEFF)
+    check = panel.check
+    check.sites_per_structure = 2
+    assert not panel.check_button.disabled and "2 random carbon site(s) of each of 2 structure(s)" in panel.note.object
+
+    def in_this_process(text):
+        raise AssertionError("FEFF ran in the server's process")
+
+    monkeypatch.setattr(feff, "_run_feff", in_this_process)  # the child process does not see this
+    panel._on_check()
+    assert check.running and panel.cancel_button.disabled is False
+    check.join(120)
+    assert check.status == "done", check.error
+    assert check.done_sites == check.total_sites == 4 and sorted(check.feff_spectra) == [0, 1]
+    assert len(panel.table.value) == 2 and panel.plot.object is not None
+    assert "4 / 4 sites, done" in panel.progress.object and not panel.check_button.disabled
+    row = check.rows[1]
+    assert row["sites"] == "2 / 2" and np.isfinite(row["model vs FEFF"]) and row["FEFF σ* max (eV)"] > 285
+    for sample, spectrum in check.feff_spectra.items():  # unit area, and the model on the same sites beside it
+        assert np.trapezoid(spectrum, app_state.ENERGY_GRID) == pytest.approx(1.0, abs=1e-6)
+        assert check.model_spectra[sample].shape == spectrum.shape
+    cached = sorted(tmp_path.glob("*.npy"))
+    inputs = {feff.feff_input(dashboard.run.structures[sample], site, check.settings)
+              for sample, sites in check.sites.items() for site in sites}
+    assert len(cached) == len(inputs) >= 3  # one entry per distinct cluster (a diamond sublattice is one)
+
+    first = {sample: spectrum.copy() for sample, spectrum in check.feff_spectra.items()}
+    panel._on_check()  # again: from the cache, the same spectra
+    check.join(120)
+    assert check.status == "done" and sorted(tmp_path.glob("*.npy")) == cached
+    assert all(np.array_equal(first[sample], check.feff_spectra[sample]) for sample in first)
+
+    dashboard.run.structures = carbon_cells()[:1]  # a new run's structures: the last check is gone
+    assert check.status == "idle" and check.rows == [] and panel.plot.object is None
+
+
+def test_feff_check_cancel_kills_feff_and_a_second_session_waits(carbon_checkpoint: Path, tmp_path: Path) -> None:
+    pytest.importorskip("feff10")
+    _, first = feff_panel(carbon_checkpoint, tmp_path / "first")  # default settings: seconds a site
+    _, second = feff_panel(carbon_checkpoint, tmp_path / "second")
+    first.check.sites_per_structure = 8
+    first._on_check()
+    time.sleep(0.5)
+    second._on_check()  # another session's check waits for the first one
+    deadline = time.time() + 10
+    while not second.check.waiting and time.time() < deadline:
+        time.sleep(0.05)
+    assert second.check.waiting and "waiting for another session" in second.progress.object
+    time.sleep(2)  # FEFF is running its first site now
+    assert feff_processes()
+    second.check.cancel()  # cancelled while waiting: it never starts FEFF
+    second.check.join(10)
+    assert second.check.status == "cancelled" and second.check.done_sites == 0
+    first.check.cancel()
+    first.check.join(15)
+    assert first.check.status == "cancelled" and first.check.done_sites < 16
+    deadline = time.time() + 5
+    while feff_processes() and time.time() < deadline:
+        time.sleep(0.1)
+    assert feff_processes() == []  # FEFF's own workers are stopped with the child
+
+
+def test_feff_check_refuses_bad_requests_by_name(
+    carbon_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ase import Atoms
+
+    dashboard, panel = feff_panel(carbon_checkpoint, tmp_path, **TINY_FEFF)
+    check = panel.check
+    assert not check.start(dashboard.run.structures, [5]) and "sample 5 does not exist" in check.error
+    assert panel.alert.visible and "sample 5" in panel.alert.object
+    assert not check.start([Atoms(cell=[12, 12, 12], pbc=True)], [0]) and "holds no atoms" in check.error
+    monkeypatch.setitem(sys.modules, "feff10", None)  # makes `import feff10` raise ImportError
+    assert not check.start(dashboard.run.structures, [0]) and "pip install feff10-rs" in check.error
+    assert check.status == "error" and dashboard.run.status == "idle"  # the page's own run is untouched
+
+
 # ------------------------------------------------------------------------------------------- grain boundaries
 def _why_no_lammps() -> str | None:
     from gcd_core.physics import eam

@@ -232,14 +232,22 @@ def feff_structure_spectrum(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(mean spectrum, ``[k, 100]`` site spectra, site indices) over sampled sites: ``sites`` is a count (a random
     sample without replacement, reproducible by ``seed``) or explicit indices."""
+    indices = chosen_sites(atoms, sites, seed)
+    spectra = np.stack([feff_site_spectrum(atoms, int(i), settings, cache_dir) for i in indices])
+    return spectra.mean(axis=0), spectra, indices
+
+
+def chosen_sites(atoms: Atoms, sites: int | Sequence[int], seed: int = 0) -> np.ndarray:
+    """Sorted site indices: ``sites`` is a count (a random sample without replacement, reproducible by ``seed``;
+    every site when the structure holds fewer) or explicit indices, which are checked."""
     if isinstance(sites, (int, np.integer)):
         if sites <= 0:
             raise GCDError(f"need at least one site to sample, got {sites}")
+        if not len(atoms):
+            raise GCDError("the structure holds no atoms: there is no site to compute")
         rng = np.random.default_rng(seed)
-        indices = np.sort(rng.choice(len(atoms), size=min(int(sites), len(atoms)), replace=False))
-    else:
-        indices = np.asarray(list(sites), dtype=int)
-        if not len(indices) or indices.min() < 0 or indices.max() >= len(atoms):
-            raise GCDError(f"site indices must be a non-empty list within 0-{len(atoms) - 1}")
-    spectra = np.stack([feff_site_spectrum(atoms, int(i), settings, cache_dir) for i in indices])
-    return spectra.mean(axis=0), spectra, indices
+        return np.sort(rng.choice(len(atoms), size=min(int(sites), len(atoms)), replace=False))
+    indices = np.asarray(list(sites), dtype=int)
+    if not len(indices) or indices.min() < 0 or indices.max() >= len(atoms):
+        raise GCDError(f"site indices must be a non-empty list within 0-{len(atoms) - 1}")
+    return indices

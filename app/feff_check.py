@@ -1,0 +1,254 @@
+"""Dashboard state for the FEFF10 check of generated carbon (no Panel in it): the forward model's spectrum of
+sampled sites of each chosen structure beside FEFF10's full multiple scattering spectrum of the same sites.
+
+FEFF takes seconds to a minute a site, prints its logs through the process's file descriptors and starts worker
+processes of its own, so a server must not run it in a thread of its own process: :class:`FeffCheck` runs it in
+one child process per check (its own process group, so Cancel stops FEFF's workers too), reads the site spectra
+back through a queue in a thread, and hands every update to ``dispatch`` as :class:`app.state.GenerationRun` does.
+Results are cached on disk (:func:`feff_cache_dir`), so a repeated check of the same sites returns at once; one
+check runs at a time per server, others wait for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import param
+from ase import Atoms
+
+from app.feff_worker import run_sites
+from app.state import STATUSES, Dispatch, _call_now, _lock_slot, load_forward_model
+from gcd_core.errors import GCDError
+from gcd_core.guidance import relative_error
+from gcd_core.physics.feff import FeffSettings, chosen_sites
+from gcd_core.physics.spectra import normalise, pi_star_intensity, sigma_star_maximum
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "GCD_FEFF_CACHE"
+DEFAULT_SITES = 4
+MAX_SITES = 32
+FEFF_LOCK = threading.Lock()  # one check at a time per server: each is minutes of CPU
+POLL_S = 0.1  # how often the reading thread looks at the queue, the child and Cancel
+FEFF_COLUMNS = ("sample", "sites", "FEFF π* (×1e-3)", "model π* (×1e-3)", "FEFF σ* max (eV)", "model σ* max (eV)",
+                "model vs FEFF")
+
+
+def feff_cache_dir() -> Path:
+    """Where FEFF results are cached: ``$GCD_FEFF_CACHE``, else ``gcd/feff`` in the user's cache directory."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gcd" / "feff"
+
+
+def feff_missing() -> str:
+    """Why FEFF checks cannot run here ('' when they can)."""
+    try:
+        import feff10  # noqa: F401
+    except ImportError:
+        return "FEFF checks need the feff10 package: pip install feff10-rs (or the project's [feff] extra)"
+    return ""
+
+
+def _stop(process: multiprocessing.process.BaseProcess) -> None:
+    """End the child and its FEFF workers (its process group where it made one)."""
+    if process.pid is not None and hasattr(os, "killpg"):
+        try:
+            if os.getpgid(process.pid) == process.pid:
+                os.killpg(process.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+    process.terminate()
+    process.join(5)
+    if process.is_alive():
+        process.kill()
+        process.join(5)
+
+
+class FeffCheck(param.Parameterized):
+    """One session's FEFF10 check of chosen structures, running in a child process; cancellable."""
+
+    sites_per_structure = param.Integer(default=DEFAULT_SITES, bounds=(1, MAX_SITES),
+                                        doc="Carbon sites drawn at random from each structure (seed 0).")
+    status = param.Selector(default="idle", objects=list(STATUSES))
+    waiting = param.Boolean(default=False, doc="Queued behind another session's check.")
+    done_sites = param.Integer(default=0, bounds=(0, None))
+    total_sites = param.Integer(default=0, bounds=(0, None))
+    samples = param.List(default=[], doc="Sample indices of the current (or last) check.")
+    sites = param.Dict(default={}, doc="sample -> its site indices.")
+    feff_spectra = param.Dict(default={}, doc="sample -> FEFF's mean spectrum over the sites computed so far.")
+    model_spectra = param.Dict(default={}, doc="sample -> the forward model's mean spectrum over the same sites.")
+    rows = param.List(default=[], doc="Table rows, one per sample with at least one FEFF site.")
+    error = param.String(default="")
+    elapsed_s = param.Number(default=0.0)
+
+    def __init__(
+        self,
+        dispatch: Dispatch | None = None,
+        settings: FeffSettings | None = None,
+        cache_dir: str | Path | None = None,
+        **params: Any,
+    ) -> None:
+        super().__init__(**params)
+        self.settings = settings or FeffSettings()
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else feff_cache_dir()
+        self._dispatch: Dispatch = dispatch or _call_now
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._token = 0  # the current check's number: updates a cancelled older check still sends are dropped
+
+    @property
+    def running(self) -> bool:
+        """Whether the current check is running (an older, cancelled one may still be stopping)."""
+        return self.status == "running"
+
+    def start(self, structures: Sequence[Atoms], samples: Sequence[int]) -> bool:
+        """Check ``samples`` of ``structures`` in the background; False when nothing started (the error says why)."""
+        if self.running:
+            raise GCDError("a FEFF check is already running in this session; cancel it first")
+        try:
+            plan = self._plan(structures, samples)
+        except GCDError as exc:
+            self.param.update(status="error", error=str(exc))
+            return False
+        self._cancel = threading.Event()  # a fresh one: a cancelled check's thread may still be stopping
+        self._token += 1
+        self.param.update(
+            status="running", waiting=False, done_sites=0, total_sites=len(plan.jobs), samples=list(plan.sites),
+            sites=plan.sites, feff_spectra={}, model_spectra=plan.model_spectra, rows=[], error="", elapsed_s=0.0,
+        )
+        self._thread = threading.Thread(
+            target=self._work, args=(plan, self._token, self._cancel), name="gcd-feff", daemon=True
+        )
+        self._thread.start()
+        return True
+
+    def cancel(self) -> None:
+        """Stop the check; the FEFF run in progress is killed, the sites finished so far stay."""
+        self._cancel.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the last check's thread to end."""
+        thread = self._thread
+        if thread is not None and thread.ident is not None:
+            thread.join(timeout)
+
+    def reset(self) -> None:
+        """Forget the last check (its structures are gone); cancels one that runs, without waiting for it."""
+        self.cancel()
+        self._token += 1
+        self.param.update(status="idle", waiting=False, done_sites=0, total_sites=0, samples=[], sites={},
+                          feff_spectra={}, model_spectra={}, rows=[], error="", elapsed_s=0.0)
+
+    # ------------------------------------------------------------------------------------------ worker
+    def _plan(self, structures: Sequence[Atoms], samples: Sequence[int]) -> _Plan:
+        """The sites to compute and the forward model's spectrum of each sample's sites; refuses what FEFF cannot
+        do, by name."""
+        missing = feff_missing()
+        if missing:
+            raise GCDError(missing)
+        if not samples:
+            raise GCDError("no structure to check: generate structures first")
+        forward = load_forward_model("cpu")
+        plan = _Plan([], {}, {})
+        for sample in samples:
+            if not 0 <= sample < len(structures):
+                raise GCDError(f"sample {sample} does not exist (the run holds {len(structures)})")
+            atoms = structures[sample]
+            if not len(atoms):
+                raise GCDError(f"sample {sample} holds no atoms: there is no site to check")
+            chosen = chosen_sites(atoms, self.sites_per_structure, seed=0)
+            plan.sites[sample] = chosen.tolist()
+            plan.model_spectra[sample] = normalise(forward.site_spectra(atoms)[chosen].mean(axis=0))
+            plan.jobs.extend((sample, atoms, int(site)) for site in chosen)
+        return plan
+
+    def _work(self, plan: _Plan, token: int, cancel: threading.Event) -> None:
+        started = time.perf_counter()
+
+        def publish(**updates: Any) -> None:
+            def apply() -> None:
+                if token == self._token:  # a reset or a newer check makes this one's news stale
+                    self.param.update(**updates)
+
+            self._dispatch(apply)
+
+        try:
+            with _lock_slot(FEFF_LOCK, cancel, on_wait=lambda: publish(waiting=True)) as granted:
+                if not granted:
+                    status, error = "cancelled", ""
+                else:
+                    publish(waiting=False)
+                    status, error = self._run_child(plan, cancel, publish, started)
+        except Exception as exc:  # a bug, but the page must say so and stay up
+            log.exception("FEFF check failed")
+            status, error = "error", f"unexpected error in the FEFF check: {type(exc).__name__}: {exc}"
+        publish(status=status, error=error, waiting=False, elapsed_s=time.perf_counter() - started)
+
+    def _run_child(
+        self, plan: _Plan, cancel: threading.Event, publish: Callable[..., None], started: float
+    ) -> tuple[str, str]:
+        """Run the plan's jobs in a child process, publishing each site as it comes; (final status, error)."""
+        context = multiprocessing.get_context("spawn")  # never fork a threaded server
+        results = context.Queue()
+        process = context.Process(
+            target=run_sites, args=(plan.jobs, self.settings, self.cache_dir, results), name="gcd-feff", daemon=True
+        )
+        process.start()
+        per_sample: dict[int, list[np.ndarray]] = {}
+        try:
+            while True:
+                if cancel.is_set():
+                    return "cancelled", ""
+                try:
+                    message = results.get(timeout=POLL_S)
+                except queue.Empty:
+                    if not process.is_alive() and results.empty():
+                        return "error", f"the FEFF process ended unexpectedly (exit code {process.exitcode})"
+                    continue
+                if message[0] == "done":
+                    return "done", ""
+                if message[0] == "error":
+                    return "error", f"FEFF check stopped: {message[1]}"
+                _, sample, _, spectrum = message
+                per_sample.setdefault(sample, []).append(spectrum)
+                publish(**plan.updates(per_sample), elapsed_s=time.perf_counter() - started)
+        finally:
+            _stop(process)
+            results.close()
+
+
+@dataclass
+class _Plan:
+    """One check's work: (sample, structure, site) jobs, each sample's sites and its forward-model spectrum."""
+
+    jobs: list[tuple[int, Atoms, int]]
+    sites: dict[int, list[int]]
+    model_spectra: dict[int, np.ndarray]
+
+    def updates(self, per_sample: dict[int, list[np.ndarray]]) -> dict[str, Any]:
+        """FEFF's mean spectrum of each sample's finished sites, the table rows and the count of finished sites."""
+        feff_spectra = {sample: normalise(np.mean(spectra, axis=0)) for sample, spectra in per_sample.items()}
+        rows = []
+        for sample, feff in feff_spectra.items():
+            model = self.model_spectra[sample]
+            values = (
+                f"{len(per_sample[sample])} / {len(self.sites[sample])}",
+                round(1000 * pi_star_intensity(feff), 1), round(1000 * pi_star_intensity(model), 1),
+                round(sigma_star_maximum(feff), 1), round(sigma_star_maximum(model), 1),
+                round(relative_error(model, feff), 3),
+            )
+            rows.append({"sample": sample, **dict(zip(FEFF_COLUMNS[1:], values, strict=True))})
+        done = sum(len(spectra) for spectra in per_sample.values())
+        return {"feff_spectra": feff_spectra, "rows": rows, "done_sites": done}
