@@ -723,7 +723,6 @@ class CompareView(pn.viewable.Viewer):
 # ---------------------------------------------------------------------------------------------------- FEFF
 FEFF_PLOT_NAME = "gcd-feff-check"  # the Bokeh figure's name, for the browser tests to find it
 FEFF_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
-SECONDS_PER_FEFF_SITE = 10  # default settings, one core, an a-C site (5-25 s): for the time estimate only
 
 
 class FeffPanel(pn.viewable.Viewer):
@@ -744,7 +743,7 @@ class FeffPanel(pn.viewable.Viewer):
         self.plot = pn.pane.HoloViews(sizing_mode="stretch_width", height=300)
         self.table = pn.widgets.Tabulator(
             pd.DataFrame(columns=list(FEFF_COLUMNS)), disabled=True, show_index=False,
-            layout="fit_data_stretch", sizing_mode="stretch_width", height=150,
+            layout="fit_data_stretch", sizing_mode="stretch_width", height=120,
         )
         self._missing = feff_missing()
         run.param.watch(self._on_structures, ["structures"])
@@ -779,11 +778,10 @@ class FeffPanel(pn.viewable.Viewer):
         else:
             sites = self.check.sites_per_structure * len(samples)
             which = "selected" if self.results.selected else "all"
-            minutes = max(1, round(sites * SECONDS_PER_FEFF_SITE / 60))
             self.note.object = (
                 f"FEFF10 (full multiple scattering, screened core hole) on {self.check.sites_per_structure} random "
                 f"carbon site(s) of each of {len(samples)} structure(s) ({which}; select rows to check only those): "
-                f"{sites} site(s), about {minutes} min on one core. Each site's result is cached in "
+                f"{sites} site(s), 5-25 s each on one core. Each site's result is cached in "
                 f"`{self.check.cache_dir}`, so a repeated check returns at once. Dashed: the forward model on the "
                 "same sites."
             )
@@ -829,7 +827,7 @@ class FeffPanel(pn.viewable.Viewer):
             curves.append(hv.Curve((ENERGY_GRID, model), "energy (eV)", "intensity", label=f"sample {sample}: model")
                           .opts(color=color, line_dash="dashed"))
         self.plot.object = hv.Overlay(curves).opts(
-            title="FEFF10 (solid) and the forward model (dashed), same sites", responsive=True,
+            title="FEFF10 (solid) and forward model (dashed)", responsive=True,
             legend_position="top_right", hooks=[_figure_namer(FEFF_PLOT_NAME)],
         )
 
@@ -840,7 +838,8 @@ class FeffPanel(pn.viewable.Viewer):
             pn.Row(self.sites, self.check_button, self.cancel_button),
             self.progress,
             self.alert,
-            pn.Row(self.plot, self.table, sizing_mode="stretch_width"),
+            self.plot,
+            self.table,
             sizing_mode="stretch_width",
         )
 

@@ -5,7 +5,8 @@ Serves ``app/main.py`` on loopback, runs one generation per mode in headless Chr
 
 - ``crystals`` (the page's default model: ``$GCD_CHECKPOINT`` or the shipped crystal model)
   -> ``docs/screenshot_crystals.png``
-- ``carbon`` (``?model=carbon``, aimed at the 3.5 g/cm3 example spectrum) -> ``docs/screenshot_carbon.png``
+- ``carbon`` (``?model=carbon``, aimed at the 3.5 g/cm3 example spectrum, then the FEFF10 check of three sites of
+  each sample) -> ``docs/screenshot_carbon.png``
 - ``gb`` (``?model=gb``: the shipped GB model ``assets/gb_sigma5.pt``, or ``--gb-checkpoint``; when neither exists,
   a tiny untrained GB model built on the spot, which needs LAMMPS and makes junk in the GB slab)
   -> ``docs/screenshot_gb.png``
@@ -16,6 +17,7 @@ Needs 3Dmol.js (``python -m app.fetch_js``) for the atoms viewer. ``--modes gb``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import sys
 import tempfile
@@ -47,11 +49,12 @@ class Mode:
     steps: int
     samples: int
     target: str | None = None
+    feff_sites: int = 0  # carbon: also run the FEFF10 check on this many sites of each sample
 
 
 MODES = {
     "crystals": Mode("", steps=100, samples=4),
-    "carbon": Mode("?model=carbon", steps=30, samples=2, target="a-C_3.5gcc_d0.0_18"),
+    "carbon": Mode("?model=carbon", steps=30, samples=2, target="a-C_3.5gcc_d0.0_18", feff_sites=3),
     "gb": Mode("?model=gb", steps=50, samples=4),
 }
 
@@ -104,6 +107,11 @@ def photograph(browser: Any, url: str, mode: Mode, seed: int, width: int, timeou
                 time.sleep(0.2)
         if mode.target:
             tab.page.get_by_role("heading", name="Compare").wait_for()
+        if mode.feff_sites:  # the FEFF10 check of a few sites of every sample (about 10 s a site)
+            tab.set_slider("Sites per structure", mode.feff_sites)
+            tab.button("Check with FEFF10").click()
+            sites = mode.feff_sites * mode.samples
+            tab.page.get_by_text(f"FEFF: {sites} / {sites} sites, done").wait_for(timeout=timeout * 1000)
         tab.page.evaluate("() => window.scrollTo(0, 0)")
         tab.page.wait_for_timeout(2000)  # the last volume, atoms and plot renders settle
         png = tab.page.screenshot(full_page=True, animations="disabled")
@@ -137,11 +145,12 @@ def main(argv: list[str] | None = None) -> None:
         if "gb" in args.modes:
             checkpoint, notes["gb"] = gb_checkpoint(args.gb_checkpoint, Path(scratch))
             env["GCD_CHECKPOINT_GB"] = str(checkpoint)
+        env["GCD_FEFF_CACHE"] = str(Path(scratch) / "feff_cache")  # FEFF runs for real, not from a user's cache
         with DashboardServer(env=env) as server, sync_playwright() as playwright:
             browser = launch_chromium(playwright)
             for name in args.modes:
                 mode = MODES[name]
-                mode = Mode(mode.query, args.steps or mode.steps, args.samples or mode.samples, mode.target)
+                mode = dataclasses.replace(mode, steps=args.steps or mode.steps, samples=args.samples or mode.samples)
                 started = time.perf_counter()
                 png, problems = photograph(browser, server.url, mode, args.seed, args.width, args.timeout)
                 path = args.out_dir / f"screenshot_{name}.png"

@@ -24,10 +24,11 @@ NO_BROWSER = why_no_browser()
 
 
 @pytest.fixture(scope="session")
-def dashboard_server() -> Iterator[DashboardServer]:
+def dashboard_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardServer]:
     if NO_BROWSER:
         pytest.skip(NO_BROWSER)
-    with DashboardServer() as server:
+    # FEFF checks cache their sites here, not in the user's cache directory
+    with DashboardServer(env={"GCD_FEFF_CACHE": str(tmp_path_factory.mktemp("feff_cache"))}) as server:
         yield server
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from app.driver import DashboardPage
 from app.fetch_js import JS_PATH
+from app.views import FEFF_PLOT_NAME
 from gcd_core.checkpoint import DEFAULT_CARBON_MODEL
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]  # a cold server start on a busy machine is slow
@@ -167,6 +168,14 @@ def test_carbon_page_takes_a_target_refuses_a_malformed_upload_and_compares_spec
         assert tab.wait_table(1) == ["0"]
         assert tab.table_column("spectral error")[0].strip()  # the forward model judged the sample
         tab.page.get_by_role("heading", name="Compare").wait_for()  # the spectra and g(r) plots' section
+
+        # the FEFF10 check of one site, run by the server in a child process, plotted beside the forward model
+        tab.set_slider("Sites per structure", 1)
+        tab.button("Check with FEFF10").click()
+        tab.page.get_by_text(re.compile(r"FEFF: 1 / 1 sites, done")).wait_for(timeout=180_000)
+        curves = tab.plot_curves(FEFF_PLOT_NAME)
+        assert {"sample 0: FEFF", "sample 0: model", "target"} <= set(curves), list(curves)
+        assert tab.page.get_by_role("button", name="Check with FEFF10").is_enabled()
         assert_clean(tab)
     finally:
         tab.close()
