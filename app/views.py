@@ -889,6 +889,8 @@ class GBEnergyPlot(pn.viewable.Viewer):
                          label=f"lowest in training: {run.lowest_e_gb:.3f} J/m²")
                 .opts(color="grey", line_dash="dashed", line_width=2)
             )
+        if run.search_lowest is not None:
+            layers.append(_search_steps(run.search_lowest, n, energy))
         system = GB_SYSTEMS[run.system].title if run.system in GB_SYSTEMS else run.system
         self.plot.object = hv.Overlay(layers).opts(
             title=f"E_gb against [n]: {system}",
@@ -905,6 +907,11 @@ class GBEnergyPlot(pn.viewable.Viewer):
             text += f" {missing} sample(s) have no E_gb (see *relaxed* in the table) and are not plotted."
         if run.lowest_e_gb is None:
             text += " The model records no training E_gb for this system, so there is no reference line."
+        if run.search_lowest is not None:
+            search = run.search_lowest
+            text += (f" Orange steps: the lowest E_gb per [n] bin the grand canonical GB search found "
+                     f"({search['samples']} samples; `{search['command']}`), the reference a generated GB is "
+                     "judged against.")
         self.note.object = text
 
     def _on_pick(self, index: list[int] | None = None) -> None:
@@ -915,6 +922,20 @@ class GBEnergyPlot(pn.viewable.Viewer):
 
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column("### E_gb against [n]", self.note, self.plot, sizing_mode="stretch_width")
+
+
+def _search_steps(summary: dict, n: object, energy: object):
+    """The GB search's lowest E_gb per [n] bin as a step line (one flat segment per bin; gaps where a bin is empty)."""
+    import holoviews as hv
+
+    xs, ys = [], []
+    for previous, current in zip([None, *summary["lowest"]], summary["lowest"], strict=False):
+        if previous is not None and previous["n_high"] < current["n_low"] - 1e-9:
+            xs.append(np.nan)  # an empty bin: break the line
+            ys.append(np.nan)
+        xs += [current["n_low"], current["n_high"]]
+        ys += [current["e_gb"], current["e_gb"]]
+    return hv.Curve((xs, ys), n, energy, label="GB search: lowest per [n] bin").opts(color="#ff7f0e", line_width=2)
 
 
 GB_EXPORT_HELP = (

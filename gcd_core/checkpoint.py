@@ -16,6 +16,7 @@ DEFAULT_XANES_MODEL = ASSETS_DIR / "xanes_forward.pt"
 DEFAULT_CARBON_MODEL = ASSETS_DIR / "carbon_xanes.pt"
 DEFAULT_GB_MODEL = ASSETS_DIR / "gb_sigma5.pt"
 EXAMPLE_SPECTRA_DIR = ASSETS_DIR / "spectra"
+GB_SEARCH_SUMMARIES_DIR = ASSETS_DIR / "gb_search"  # SYSTEM.json: the GB search's lowest E_gb per [n] bin
 
 CHECKPOINT_FORMAT = "gcd-checkpoint"
 CHECKPOINT_VERSION = 1

@@ -479,6 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=_positive_float, metavar="S", help="stop starting samples after S seconds")
     p.add_argument("--rescore", action="store_true",
                    help="sample nothing: recompute every stored sample's E_gb with today's definition")
+    p.add_argument("--summary", type=Path, metavar="FILE",
+                   help="also write the lowest E_gb per [n] bin as JSON (the dashboard draws assets/gb_search/"
+                   "SYSTEM.json beside generated GBs)")
     p.set_defaults(func=cmd_gb_search)
 
     # ----------------------------------------------------------------------------------------- gb-generate
@@ -1115,7 +1118,14 @@ def cmd_xanes(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def cmd_gb_search(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """``gcd gb-search``: the grand canonical GB search, resumable, with a summary of the lowest E_gb per [n]."""
-    from gcd_core.data.gb_search import GBSearchSettings, lowest_per_n, n_bin, rescore_gb_search, run_gb_search
+    from gcd_core.data.gb_search import (
+        GBSearchSettings,
+        lowest_per_n,
+        n_bin,
+        rescore_gb_search,
+        run_gb_search,
+        search_summary,
+    )
     from gcd_core.data.gb_windows import window_spec
 
     repeat = tuple(args.repeat) if args.repeat else window_spec(args.system).repeat
@@ -1134,6 +1144,11 @@ def cmd_gb_search(args: argparse.Namespace, argv: Sequence[str]) -> int:
         low, high = index / args.bins, (index + 1) / args.bins
         print(f"{low:5.2f}-{high:4.2f}  {counts[index]:8d} {float(row['e_gb']):20.4f} {float(row['n']):7.3f} "
               f"{int(row['seed']):6d}")
+    if args.summary is not None:
+        summary = search_summary(rows, args.bins, args.system, command="gcd " + " ".join(argv))
+        args.summary.parent.mkdir(parents=True, exist_ok=True)
+        args.summary.write_text(json.dumps(summary, indent=1) + "\n")
+        print(f"wrote {args.summary}")
     return 0
 
 

@@ -786,9 +786,18 @@ def test_gb_models_are_recognised_and_offer_their_settings(gb_models: dict[str, 
     assert app_state.is_gb_model(metadata_only)
 
 
-def test_gb_run_streams_frames_relaxes_scores_and_plots(gb_models: dict[str, Path], tmp_path: Path) -> None:
+def test_gb_run_streams_frames_relaxes_scores_and_plots(
+    gb_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from gcd_core.data.bicrystal import gb_density
+    from gcd_core.data.gb_search import search_summary
 
+    summaries = tmp_path / "gb_search"  # the GB search's lowest per [n] bin, as `gcd gb-search --summary` writes it
+    summaries.mkdir()
+    search = search_summary([{"seed": 7, "n": 0.3, "e_gb": 0.95}, {"seed": 8, "n": 0.8, "e_gb": 1.0}], 4,
+                            "cu_sigma5_tilt", command="gcd gb-search cu_sigma5_tilt runs/gb_cu --summary S")
+    (summaries / "cu_sigma5_tilt.json").write_text(json.dumps(search))
+    monkeypatch.setattr(app_state, "GB_SEARCH_SUMMARIES_DIR", summaries)
     dashboard = make_gb_dashboard(gb_models["n"], steps=10, samples=2, use_target_n=True, target_n=0.25)
     run = dashboard.run
     assert dashboard.settings.request(dashboard.model).target_n == 0.25
@@ -826,14 +835,18 @@ def test_gb_run_streams_frames_relaxes_scores_and_plots(gb_models: dict[str, Pat
     relaxed = int((table["relaxed"] == "yes").sum())
     assert relaxed >= 1, table  # the untrained model's slabs relax in practice; all failing would hide a bug
 
-    # E_gb against [n]: one point per relaxed sample, and the model's lowest training E_gb as a dashed line
+    # E_gb against [n]: one point per relaxed sample, the model's lowest training E_gb as a dashed line, and the
+    # GB search's lowest per [n] bin as steps (a gap over the empty bin 0.5-0.75)
     plot = dashboard.energies.plot.object
-    layers = {type(element).__name__: element for element in plot}
-    scatter, line = layers["Scatter"], layers["Curve"]
+    layers = {element.label.split(":")[0]: element for element in plot}
+    scatter, line, steps = layers["generated, relaxed"], layers["lowest in training"], layers["GB search"]
     assert len(scatter) == relaxed and set(scatter.dimension_values("sample")) <= {0, 1}
     lowest = dashboard.model.metadata["data"]["lowest_e_gb"]["cu_sigma5_tilt"]
     assert run.lowest_e_gb == pytest.approx(lowest)
     np.testing.assert_allclose(line.dimension_values("e_gb"), lowest)
+    np.testing.assert_allclose(steps.dimension_values("n"), [0.25, 0.5, np.nan, 0.75, 1.0])
+    np.testing.assert_allclose(steps.dimension_values("e_gb"), [0.95, 0.95, np.nan, 1.0, 1.0])
+    assert "2 samples; `gcd gb-search cu_sigma5_tilt runs/gb_cu --summary S`" in dashboard.energies.note.object
     pn.panel(dashboard).get_root()  # the plot renders to Bokeh
     picked = int(scatter.dimension_values("sample")[-1])
     dashboard.energies.selection.event(index=[len(scatter) - 1])  # a click on the last point shows its sample
@@ -952,3 +965,13 @@ def test_missing_gb_model_names_its_variable(tmp_path: Path, monkeypatch: pytest
     assert "does not exist" in dashboard.error_message and "GCD_CHECKPOINT_GB" in dashboard.error_message
     assert dashboard.settings_panel.generate_button.disabled
     pn.panel(dashboard).get_root()
+
+
+def test_a_broken_gb_search_summary_is_skipped_and_named_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert app_state.search_reference("cu_sigma5_tilt", tmp_path) is None  # none there: no steps, no complaint
+    (tmp_path / "cu_sigma5_tilt.json").write_text('{"lowest": [')
+    with caplog.at_level("WARNING"):
+        assert app_state.search_reference("cu_sigma5_tilt", tmp_path) is None
+    assert "cu_sigma5_tilt.json" in caplog.text

@@ -530,9 +530,18 @@ def test_xanes_command_prints_spectrum_features_and_writes_them(tmp_path: Path, 
 @pytest.mark.skipif(not __import__("gcd_core.physics.eam").physics.eam.lammps_available(), reason="needs LAMMPS")
 def test_gb_search_train_and_generate_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """A short GB search feeds a tiny GB model, which in-paints GBs that are relaxed, scored and plotted."""
+    from gcd_core.data.gb_search import lowest_per_n, read_gb_table, read_search_summary
+
     search = tmp_path / "search"
-    assert main(["gb-search", "cu_sigma5_tilt", str(search), "--samples", "3", "--anneal-fraction", "0"]) == 0
+    summary = tmp_path / "summary.json"
+    assert main(["gb-search", "cu_sigma5_tilt", str(search), "--samples", "3", "--anneal-fraction", "0",
+                 "--bins", "4", "--summary", str(summary)]) == 0
     assert "lowest E_gb" in capsys.readouterr().out
+    written = read_search_summary(summary)  # the lowest of each bin, as the table holds them
+    rows = read_gb_table(search)
+    assert written["samples"] == 3 and written["command"].startswith("gcd gb-search cu_sigma5_tilt")
+    assert [b["e_gb"] for b in written["lowest"]] == [r["e_gb"] for r in lowest_per_n(rows, 4).values()]
+    assert all(b["n_low"] <= b["n"] < b["n_high"] for b in written["lowest"])
     model = tmp_path / "model"
     assert main(["train", str(model), "--gb-search", str(search), "--gb-condition-n", "--base-channels", "4",
                  "--channel-mults", "1", "2", "--steps", "2", "--batch-size", "1"]) == 0

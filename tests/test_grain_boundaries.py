@@ -238,3 +238,26 @@ def test_gb_search_keeps_every_sample_resumes_and_reports_consistent_n(tmp_path)
     rescored = rescore_gb_search(tmp_path)
     assert [r["e_gb"] for r in rescored] == pytest.approx([r["e_gb"] for r in rows], abs=1e-6)
     assert [r["cpu_seconds"] for r in rescored] == [r["cpu_seconds"] for r in rows]
+
+
+def test_search_summaries_round_trip_and_broken_ones_are_named(tmp_path):
+    import json
+
+    from gcd_core.data.gb_search import read_search_summary, search_summary
+
+    rows = [{"seed": 0, "n": 0.05, "e_gb": 1.2}, {"seed": 1, "n": 0.07, "e_gb": 1.1},
+            {"seed": 2, "n": 0.6, "e_gb": 1.4}]
+    summary = search_summary(rows, 4, "cu_sigma5_tilt", command="gcd gb-search ...")
+    assert summary["samples"] == 3 and [(b["n_low"], b["e_gb"], b["seed"]) for b in summary["lowest"]] == [
+        (0.0, 1.1, 1), (0.5, 1.4, 2)]  # bins 0.25-0.5 and 0.75-1 are empty: left out
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps(summary))
+    assert read_search_summary(path) == summary
+    for broken, why in [("{", "not a GB search summary"), ('{"lowest": []}', "not a GB search summary")]:
+        path.write_text(broken)
+        with pytest.raises(GCDError, match=why):
+            read_search_summary(path)
+    summary["lowest"].reverse()  # out of order
+    path.write_text(json.dumps(summary))
+    with pytest.raises(GCDError, match="in order"):
+        read_search_summary(path)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
+import math
 import multiprocessing
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -315,3 +317,40 @@ def gb_phases(rows: Sequence[dict[str, object]], bins: int) -> list[dict[str, ob
         if all(n is None or float(row["e_gb"]) <= float(n["e_gb"]) for n in neighbours):
             phases.append(row)
     return sorted(phases, key=lambda r: float(r["e_gb"]))
+
+
+SUMMARY_VERSION = 1
+
+
+def search_summary(rows: Sequence[dict[str, object]], bins: int, system: str, command: str = "") -> dict[str, object]:
+    """A search's lowest E_gb per [n] bin as plain data (what ``gcd gb-search --summary`` writes and the dashboard
+    draws as the generator's reference): the system, bin count, sample count, the command, and per non-empty bin
+    its [n] range, lowest E_gb (J/m^2), that sample's [n] and seed."""
+    if bins <= 0:
+        raise GCDError(f"bins must be positive, got {bins}")
+    lowest = [
+        {"n_low": index / bins, "n_high": (index + 1) / bins, "e_gb": float(row["e_gb"]), "n": float(row["n"]),
+         "seed": int(row["seed"])}
+        for index, row in lowest_per_n(rows, bins).items()
+    ]
+    return {"version": SUMMARY_VERSION, "system": system, "bins": bins, "samples": len(rows), "command": command,
+            "lowest": lowest}
+
+
+def read_search_summary(path: str | Path) -> dict[str, object]:
+    """A summary written by :func:`search_summary` (``gcd gb-search --summary``), checked: bins inside [0, 1] in
+    order, finite energies."""
+    path = Path(path)
+    try:
+        summary = json.loads(path.read_text())
+        lowest = summary["lowest"]
+        edges = [(float(b["n_low"]), float(b["n_high"]), float(b["e_gb"])) for b in lowest]
+        summary["system"], summary["bins"] = str(summary["system"]), int(summary["bins"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise GCDError(f"{path} is not a GB search summary: {type(exc).__name__}: {exc}") from None
+    ordered = all(0 <= low < high <= 1 for low, high, _ in edges) and all(
+        a[1] <= b[0] + 1e-9 for a, b in itertools.pairwise(edges)
+    )
+    if not edges or not ordered or not all(math.isfinite(e) for _, _, e in edges):
+        raise GCDError(f"{path}: the bins must be non-empty, in order within [0, 1], with finite E_gb")
+    return summary
