@@ -28,10 +28,10 @@ import param
 from ase import Atoms
 
 from app.feff_worker import run_sites
-from app.state import STATUSES, Dispatch, _call_now, _lock_slot, load_forward_model
+from app.state import STATUSES, Dispatch, call_now, load_forward_model, lock_slot
 from gcd_core.errors import GCDError
 from gcd_core.guidance import relative_error
-from gcd_core.physics.feff import FeffSettings, chosen_sites
+from gcd_core.physics.feff import FeffSettings, chosen_sites, feff10_missing
 from gcd_core.physics.spectra import normalise, pi_star_intensity, sigma_star_maximum
 
 log = logging.getLogger(__name__)
@@ -50,15 +50,6 @@ def feff_cache_dir() -> Path:
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gcd" / "feff"
-
-
-def feff_missing() -> str:
-    """Why FEFF checks cannot run here ('' when they can)."""
-    try:
-        import feff10  # noqa: F401
-    except ImportError:
-        return "FEFF checks need the feff10 package: pip install feff10-rs (or the project's [feff] extra)"
-    return ""
 
 
 def _stop(process: multiprocessing.process.BaseProcess) -> None:
@@ -103,7 +94,7 @@ class FeffCheck(param.Parameterized):
         super().__init__(**params)
         self.settings = settings or FeffSettings()
         self.cache_dir = Path(cache_dir) if cache_dir is not None else feff_cache_dir()
-        self._dispatch: Dispatch = dispatch or _call_now
+        self._dispatch: Dispatch = dispatch or call_now
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
         self._token = 0  # the current check's number: updates a cancelled older check still sends are dropped
@@ -155,7 +146,7 @@ class FeffCheck(param.Parameterized):
     def _plan(self, structures: Sequence[Atoms], samples: Sequence[int]) -> _Plan:
         """The sites to compute and the forward model's spectrum of each sample's sites; refuses what FEFF cannot
         do, by name."""
-        missing = feff_missing()
+        missing = feff10_missing()
         if missing:
             raise GCDError(missing)
         if not samples:
@@ -185,7 +176,7 @@ class FeffCheck(param.Parameterized):
             self._dispatch(apply)
 
         try:
-            with _lock_slot(FEFF_LOCK, cancel, on_wait=lambda: publish(waiting=True)) as granted:
+            with lock_slot(FEFF_LOCK, cancel, on_wait=lambda: publish(waiting=True)) as granted:
                 if not granted:
                     status, error = "cancelled", ""
                 else:

@@ -102,7 +102,8 @@ GB_COLUMNS = ("sample", "atoms", GB_N_COLUMN, GB_ENERGY_COLUMN, "relaxed")
 Dispatch = Callable[[Callable[[], None]], None]
 
 
-def _call_now(callback: Callable[[], None]) -> None:
+def call_now(callback: Callable[[], None]) -> None:
+    """The dispatch outside a server session (tests, notebooks, scripts): run the update at once."""
     callback()
 
 
@@ -582,7 +583,7 @@ class GenerationRun(param.Parameterized):
         settings.use_model(model)
         self.reference = self._initial_reference()
         self._grid = model.grid if model is not None else None  # the grid of the run's class
-        self._dispatch: Dispatch = dispatch or _call_now
+        self._dispatch: Dispatch = dispatch or call_now
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
         self._pending: dict[str, Any] | None = None
@@ -920,7 +921,7 @@ class GBSettings(param.Parameterized):
 
 
 @contextmanager
-def _lock_slot(
+def lock_slot(
     lock: threading.Lock, cancel: threading.Event, on_wait: Callable[[], None] | None = None
 ) -> Iterator[bool]:
     """Hold ``lock`` (a process-wide one, shared by sessions) while the body runs; yields False (without the lock)
@@ -1097,7 +1098,7 @@ class GBRun(GenerationRun):
             if self._skip_reason:
                 final, row = score_gb(index, atoms, request.system, self._skip_reason, request.thickness)
             else:
-                with _lock_slot(RELAX_LOCK, self._cancel) as granted:
+                with lock_slot(RELAX_LOCK, self._cancel) as granted:
                     if not granted:
                         return {"status": "cancelled", "activity": ""}
                     final, row = score_gb(index, atoms, request.system, thickness=request.thickness)

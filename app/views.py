@@ -19,7 +19,7 @@ import panel as pn
 import param
 
 from app.atoms_view import AtomsView
-from app.feff_check import FEFF_COLUMNS, FeffCheck, feff_missing
+from app.feff_check import FEFF_COLUMNS, FeffCheck
 from app.state import (
     CARBON_COLUMNS,
     DRAWN_LABEL,
@@ -47,6 +47,7 @@ from gcd_core.device import resolve_device
 from gcd_core.errors import GCDError
 from gcd_core.io import sample_name
 from gcd_core.model import GCDModel
+from gcd_core.physics.feff import feff10_missing
 from gcd_core.physics.spectra import ENERGY_GRID
 
 log = logging.getLogger(__name__)
@@ -745,7 +746,7 @@ class FeffPanel(pn.viewable.Viewer):
             pd.DataFrame(columns=list(FEFF_COLUMNS)), disabled=True, show_index=False,
             layout="fit_data_stretch", sizing_mode="stretch_width", height=120,
         )
-        self._missing = feff_missing()
+        self._missing = feff10_missing()
         run.param.watch(self._on_structures, ["structures"])
         results.table.param.watch(self._update_note, ["selection"])
         check.param.watch(self._update_note, ["sites_per_structure"])

@@ -80,6 +80,15 @@ def _import_feff10() -> ModuleType:
     return feff10
 
 
+def feff10_missing() -> str:
+    """Why FEFF checks cannot run in this Python ('' when they can)."""
+    try:
+        _import_feff10()
+    except GCDError as exc:
+        return str(exc)
+    return ""
+
+
 def _cluster(atoms: Atoms, site: int, radius: float) -> tuple[np.ndarray, np.ndarray]:
     """(vectors from the absorber, atomic numbers) of every other atom and periodic image within ``radius``,
     in a canonical order (distance, then x, y, z, all rounded), so equivalent sites give identical input text
