@@ -81,6 +81,7 @@ class FeffCheck(param.Parameterized):
     feff_spectra = param.Dict(default={}, doc="sample -> FEFF's mean spectrum over the sites computed so far.")
     model_spectra = param.Dict(default={}, doc="sample -> the forward model's mean spectrum over the same sites.")
     rows = param.List(default=[], doc="Table rows, one per sample with at least one FEFF site.")
+    failures = param.List(default=[], doc="Sites FEFF could not do, each with its reason (the check goes on).")
     error = param.String(default="")
     elapsed_s = param.Number(default=0.0)
 
@@ -117,7 +118,7 @@ class FeffCheck(param.Parameterized):
         self._token += 1
         self.param.update(
             status="running", waiting=False, done_sites=0, total_sites=len(plan.jobs), samples=list(plan.sites),
-            sites=plan.sites, feff_spectra={}, model_spectra=plan.model_spectra, rows=[], error="", elapsed_s=0.0,
+            sites=plan.sites, feff_spectra={}, model_spectra={}, rows=[], failures=[], error="", elapsed_s=0.0,
         )
         self._thread = threading.Thread(
             target=self._work, args=(plan, self._token, self._cancel), name="gcd-feff", daemon=True
@@ -140,7 +141,7 @@ class FeffCheck(param.Parameterized):
         self.cancel()
         self._token += 1
         self.param.update(status="idle", waiting=False, done_sites=0, total_sites=0, samples=[], sites={},
-                          feff_spectra={}, model_spectra={}, rows=[], error="", elapsed_s=0.0)
+                          feff_spectra={}, model_spectra={}, rows=[], failures=[], error="", elapsed_s=0.0)
 
     # ------------------------------------------------------------------------------------------ worker
     def _plan(self, structures: Sequence[Atoms], samples: Sequence[int]) -> _Plan:
@@ -161,7 +162,7 @@ class FeffCheck(param.Parameterized):
                 raise GCDError(f"sample {sample} holds no atoms: there is no site to check")
             chosen = chosen_sites(atoms, self.sites_per_structure, seed=0)
             plan.sites[sample] = chosen.tolist()
-            plan.model_spectra[sample] = normalise(forward.site_spectra(atoms)[chosen].mean(axis=0))
+            plan.model_sites[sample] = dict(zip(chosen.tolist(), forward.site_spectra(atoms)[chosen], strict=True))
             plan.jobs.extend((sample, atoms, int(site)) for site in chosen)
         return plan
 
@@ -197,7 +198,8 @@ class FeffCheck(param.Parameterized):
             target=run_sites, args=(plan.jobs, self.settings, self.cache_dir, results), name="gcd-feff", daemon=True
         )
         process.start()
-        per_sample: dict[int, list[np.ndarray]] = {}
+        per_sample: dict[int, dict[int, np.ndarray]] = {}  # sample -> site -> FEFF's spectrum
+        failures: list[str] = []
         try:
             while True:
                 if cancel.is_set():
@@ -212,9 +214,12 @@ class FeffCheck(param.Parameterized):
                     return "done", ""
                 if message[0] == "error":
                     return "error", f"FEFF check stopped: {message[1]}"
-                _, sample, _, spectrum = message
-                per_sample.setdefault(sample, []).append(spectrum)
-                publish(**plan.updates(per_sample), elapsed_s=time.perf_counter() - started)
+                kind, sample, site, value = message
+                if kind == "failed":
+                    failures.append(f"sample {sample}, {value}")
+                else:
+                    per_sample.setdefault(sample, {})[site] = value
+                publish(**plan.updates(per_sample, failures), elapsed_s=time.perf_counter() - started)
         finally:
             _stop(process)
             results.close()
@@ -222,24 +227,27 @@ class FeffCheck(param.Parameterized):
 
 @dataclass
 class _Plan:
-    """One check's work: (sample, structure, site) jobs, each sample's sites and its forward-model spectrum."""
+    """One check's work: (sample, structure, site) jobs, each sample's sites and the forward model's spectrum of
+    each of those sites."""
 
     jobs: list[tuple[int, Atoms, int]]
     sites: dict[int, list[int]]
-    model_spectra: dict[int, np.ndarray]
+    model_sites: dict[int, dict[int, np.ndarray]]
 
-    def updates(self, per_sample: dict[int, list[np.ndarray]]) -> dict[str, Any]:
-        """FEFF's mean spectrum of each sample's finished sites, the table rows and the count of finished sites."""
-        feff_spectra = {sample: normalise(np.mean(spectra, axis=0)) for sample, spectra in per_sample.items()}
-        rows = []
-        for sample, feff in feff_spectra.items():
-            model = self.model_spectra[sample]
+    def updates(self, per_sample: dict[int, dict[int, np.ndarray]], failures: list[str]) -> dict[str, Any]:
+        """For each sample with finished sites, FEFF's and the forward model's mean spectrum over those same sites
+        and its table row; the failures; the count of sites done (finished or failed)."""
+        feff_spectra, model_spectra, rows = {}, {}, []
+        for sample, finished in per_sample.items():
+            feff = feff_spectra[sample] = normalise(np.mean(list(finished.values()), axis=0))
+            model = model_spectra[sample] = normalise(np.mean([self.model_sites[sample][i] for i in finished], axis=0))
             values = (
-                f"{len(per_sample[sample])} / {len(self.sites[sample])}",
+                f"{len(finished)} / {len(self.sites[sample])}",
                 round(1000 * pi_star_intensity(feff), 1), round(1000 * pi_star_intensity(model), 1),
                 round(sigma_star_maximum(feff), 1), round(sigma_star_maximum(model), 1),
                 round(relative_error(model, feff), 3),
             )
             rows.append({"sample": sample, **dict(zip(FEFF_COLUMNS[1:], values, strict=True))})
-        done = sum(len(spectra) for spectra in per_sample.values())
-        return {"feff_spectra": feff_spectra, "rows": rows, "done_sites": done}
+        done = sum(len(finished) for finished in per_sample.values()) + len(failures)
+        return {"feff_spectra": feff_spectra, "model_spectra": model_spectra, "rows": rows, "failures": list(failures),
+                "done_sites": done}

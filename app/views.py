@@ -741,6 +741,7 @@ class FeffPanel(pn.viewable.Viewer):
         self.note = pn.pane.Markdown(sizing_mode="stretch_width")
         self.progress = pn.pane.Markdown(sizing_mode="stretch_width")
         self.alert = pn.pane.Alert(alert_type="danger", visible=False, sizing_mode="stretch_width")
+        self.skipped = pn.pane.Alert(alert_type="warning", visible=False, sizing_mode="stretch_width")
         self.plot = pn.pane.HoloViews(sizing_mode="stretch_width", height=300)
         self.table = pn.widgets.Tabulator(
             pd.DataFrame(columns=list(FEFF_COLUMNS)), disabled=True, show_index=False,
@@ -750,7 +751,8 @@ class FeffPanel(pn.viewable.Viewer):
         run.param.watch(self._on_structures, ["structures"])
         results.table.param.watch(self._update_note, ["selection"])
         check.param.watch(self._update_note, ["sites_per_structure"])
-        check.param.watch(self._update_progress, ["status", "done_sites", "total_sites", "waiting", "error"])
+        check.param.watch(self._update_progress,
+                          ["status", "done_sites", "total_sites", "waiting", "error", "failures"])
         check.param.watch(self._update_results, ["feff_spectra", "rows"])
         self._update_note()
         self._update_progress()
@@ -806,6 +808,9 @@ class FeffPanel(pn.viewable.Viewer):
             text = ""
         self.progress.object = text
         self.alert.param.update(object=check.error, visible=bool(check.error))
+        skipped = f"FEFF could not do {len(check.failures)} site(s), left out of both means: " + "; ".join(
+            check.failures)
+        self.skipped.param.update(object=skipped, visible=bool(check.failures))
         self._update_buttons()
 
     def _update_results(self, *events: param.parameterized.Event) -> None:
@@ -839,6 +844,7 @@ class FeffPanel(pn.viewable.Viewer):
             pn.Row(self.sites, self.check_button, self.cancel_button),
             self.progress,
             self.alert,
+            self.skipped,
             self.plot,
             self.table,
             sizing_mode="stretch_width",

@@ -1095,7 +1095,8 @@ def cmd_xanes(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.feff_sites:
         from gcd_core.physics.feff import feff_structure_spectrum
 
-        mean, _, sites = feff_structure_spectrum(atoms, args.feff_sites, cache_dir=args.cache, seed=args.seed)
+        mean, _, sites = feff_structure_spectrum(atoms, args.feff_sites, cache_dir=args.cache, seed=args.seed,
+                                                 skip_failed=True)  # a site it cannot do is named, not fatal
         columns[f"FEFF10 ({len(sites)} sites)"] = mean
     summary = carbon_summary(atoms)
     print(

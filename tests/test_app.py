@@ -719,6 +719,37 @@ def test_feff_check_cancel_kills_feff_and_a_second_session_waits(carbon_checkpoi
     assert feff_processes() == []  # FEFF's own workers are stopped with the child
 
 
+def test_a_site_feff_cannot_do_is_named_and_the_check_goes_on(carbon_checkpoint: Path, tmp_path: Path) -> None:
+    pytest.importorskip("feff10")
+    from gcd_core.physics.feff import FeffSettings, chosen_sites, feff_input
+
+    dashboard, panel = feff_panel(carbon_checkpoint, tmp_path, **TINY_FEFF)
+    check = panel.check
+    check.sites_per_structure = 3
+    cell = carbon_cells()[1]
+    cell.append("C")  # the sites drawn depend on the atom count only: double the first drawn site's atom
+    first = int(chosen_sites(cell, 3)[0])
+    cell.positions[-1] = cell.positions[first] + [0.5, 0.0, 0.0]
+    refused = [site for site in chosen_sites(cell, 3) if _refuses(feff_input, cell, site, FeffSettings(**TINY_FEFF))]
+    assert first in refused and len(refused) < 3
+    dashboard.run.structures = [cell]
+
+    panel._on_check()
+    check.join(120)
+    assert check.status == "done" and check.error == ""
+    assert check.done_sites == 3 and len(check.failures) == len(refused) and f"site {first}:" in check.failures[0]
+    assert check.rows[0]["sites"] == f"{3 - len(refused)} / 3" and panel.skipped.visible
+    assert "left out of both means" in panel.skipped.object
+
+
+def _refuses(make_input, atoms, site, settings) -> bool:
+    try:
+        make_input(atoms, int(site), settings)
+    except app_state.GCDError:
+        return True
+    return False
+
+
 def test_feff_check_refuses_bad_requests_by_name(
     carbon_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -75,3 +75,34 @@ def test_sampled_sites_are_distinct_and_reproducible(monkeypatch):
     _, per_site, sites = feff_structure_spectrum(atoms, 5, FeffSettings(), seed=3)
     assert per_site.shape == (5, len(ENERGY_GRID)) and len(set(sites.tolist())) == 5
     assert sites.tolist() == feff_structure_spectrum(atoms, 5, FeffSettings(), seed=3)[2].tolist()
+
+
+def overlapping(atoms, site: int, gap: float = 0.5):
+    """``atoms`` with one more carbon ``gap`` A from ``site``: a failed sample's doubled atom."""
+    extra = atoms.copy()
+    extra.append("C")
+    extra.positions[-1] = atoms.positions[site] + [gap, 0.0, 0.0]
+    return extra
+
+
+def test_overlapping_atoms_are_refused_by_name_before_feff_runs(monkeypatch):
+    monkeypatch.setattr(feff, "_run_feff", lambda text: pytest.fail("FEFF ran on overlapping atoms"))
+    atoms = overlapping(diamond().repeat(2), 0)
+    with pytest.raises(GCDError, match=r"site 1: two atoms 0.50 A apart within 3 A of it overlap"):
+        feff_input(atoms, 1)  # a neighbour of the doubled atom: the pair lies inside its SCF sphere
+    far = int(np.argmax(atoms.get_distances(0, range(len(atoms) - 1), mic=True)))
+    assert feff_input(atoms, far)  # 6 A away: its SCF sphere holds no overlap
+
+
+def test_failed_sites_are_left_out_when_asked(monkeypatch):
+    omega = np.linspace(270.0, 330.0, 200)
+    monkeypatch.setattr(feff, "_run_feff", lambda text: np.stack([omega, np.exp(-((omega - 285.0) ** 2))]))
+    atoms = overlapping(diamond().repeat(2), 0)
+    far = int(np.argmax(atoms.get_distances(0, range(len(atoms) - 1), mic=True)))
+    with pytest.raises(GCDError, match="overlap"):
+        feff_structure_spectrum(atoms, [0, far])
+    with pytest.warns(UserWarning, match="left out 1 of 2 sites"):
+        _, per_site, sites = feff_structure_spectrum(atoms, [0, far], skip_failed=True)
+    assert sites.tolist() == [far] and per_site.shape == (1, len(ENERGY_GRID))
+    with pytest.raises(GCDError, match="every sampled site"):
+        feff_structure_spectrum(atoms, [0, 1], skip_failed=True)

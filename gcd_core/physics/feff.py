@@ -26,6 +26,7 @@ import hashlib
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,9 @@ from gcd_core.physics.spectra import ENERGY_GRID, normalise, resample
 # eV added to FEFF's omega: puts graphite's FEFF pi* peak (default settings) at the measured 285.4 eV.
 # Calibrated by `benchmarks/feff_trends.py --calibrate` (see the module docstring).
 DEFAULT_ENERGY_SHIFT = 5.74
+# A: atoms closer than this overlap (carbon bonds are 1.2-1.6 A); FEFF's potential stage crashes when such a pair
+# sits inside the SCF sphere (seen on a failed generated sample: a pair 0.5 A apart, 1.5 A from the absorber)
+MIN_SEPARATION = 1.0
 GRAPHITE_PI_STAR_EV = 285.4  # measured graphite pi* energy (the calibration target)
 CORE_HOLES = ("RPA", "FSR", "none")
 
@@ -119,6 +123,7 @@ def feff_input(atoms: Atoms, site: int, settings: FeffSettings | None = None) ->
     vectors, numbers = _cluster(atoms, site, settings.cluster_radius)
     if not len(vectors):
         raise GCDError(f"no atom lies within {settings.cluster_radius} A of site {site}: nothing to scatter from")
+    _refuse_overlaps(vectors, site, settings.scf_radius)
     elements = sorted(set(numbers.tolist()))
     potential = {z: index + 1 for index, z in enumerate(elements)}
     absorber = int(atoms.numbers[site])
@@ -145,6 +150,19 @@ def feff_input(atoms: Atoms, site: int, settings: FeffSettings | None = None) ->
         lines.append(f"  {x:10.4f} {y:10.4f} {z:10.4f} {potential[int(number)]} {chemical_symbols[number]} {r:8.4f}")
     lines.append("END")
     return "\n".join(lines) + "\n"
+
+
+def _refuse_overlaps(vectors: np.ndarray, site: int, scf_radius: float) -> None:
+    """A clear error instead of FEFF's crash when two atoms of the SCF sphere (absorber included) overlap."""
+    inner = np.vstack([np.zeros(3), vectors[np.linalg.norm(vectors, axis=1) <= scf_radius]])
+    separation = np.linalg.norm(inner[:, None, :] - inner[None, :, :], axis=-1)
+    separation[np.diag_indices(len(inner))] = np.inf
+    closest = float(separation.min())
+    if closest < MIN_SEPARATION:
+        raise GCDError(
+            f"site {site}: two atoms {closest:.2f} A apart within {scf_radius:g} A of it overlap (under "
+            f"{MIN_SEPARATION} A), and FEFF cannot build potentials for them"
+        )
 
 
 @contextlib.contextmanager
@@ -238,12 +256,28 @@ def feff_structure_spectrum(
     settings: FeffSettings | None = None,
     cache_dir: str | Path | None = None,
     seed: int = 0,
+    skip_failed: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(mean spectrum, ``[k, 100]`` site spectra, site indices) over sampled sites: ``sites`` is a count (a random
-    sample without replacement, reproducible by ``seed``) or explicit indices."""
+    sample without replacement, reproducible by ``seed``) or explicit indices. With ``skip_failed`` a site FEFF
+    cannot do (e.g. overlapping atoms near it) is left out of all three, with a warning; it fails only when every
+    site does."""
     indices = chosen_sites(atoms, sites, seed)
-    spectra = np.stack([feff_site_spectrum(atoms, int(i), settings, cache_dir) for i in indices])
-    return spectra.mean(axis=0), spectra, indices
+    spectra, done, failures = [], [], []
+    for index in indices:
+        try:
+            spectra.append(feff_site_spectrum(atoms, int(index), settings, cache_dir))
+            done.append(index)
+        except GCDError as exc:
+            if not skip_failed:
+                raise
+            failures.append(str(exc))
+    if failures:
+        if not done:
+            raise GCDError(f"FEFF failed on every sampled site; the first: {failures[0]}")
+        warnings.warn(f"FEFF left out {len(failures)} of {len(indices)} sites: {'; '.join(failures)}", stacklevel=2)
+    stacked = np.stack(spectra)
+    return stacked.mean(axis=0), stacked, np.asarray(done, dtype=int)
 
 
 def chosen_sites(atoms: Atoms, sites: int | Sequence[int], seed: int = 0) -> np.ndarray:
