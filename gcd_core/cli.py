@@ -1147,6 +1147,7 @@ def cmd_gb_search(args: argparse.Namespace, argv: Sequence[str]) -> int:
               f"{int(row['seed']):6d}")
     if args.summary is not None:
         summary = search_summary(rows, args.bins, args.system, command="gcd " + " ".join(argv))
+        summary["date"] = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
         args.summary.parent.mkdir(parents=True, exist_ok=True)
         args.summary.write_text(json.dumps(summary, indent=1) + "\n")
         print(f"wrote {args.summary}")
