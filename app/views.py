@@ -541,6 +541,10 @@ class ResultsTable(pn.viewable.Viewer):
         frame = self.table.value
         return [int(frame.iloc[i]["sample"]) for i in self.table.selection if i < len(frame)]
 
+    def selected_or_all(self) -> list[int]:
+        """The selected rows' samples, or every sample when none is selected (what export and checks act on)."""
+        return self.selected or list(range(len(self.run.structures)))
+
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column("### Results", self.reference_note, self.table, sizing_mode="stretch_width")
 
@@ -758,13 +762,9 @@ class FeffPanel(pn.viewable.Viewer):
         self._update_progress()
         self._update_results()
 
-    def samples(self) -> list[int]:
-        """The samples to check: the selected rows, or every sample when none is selected."""
-        return self.results.selected or list(range(len(self.run.structures)))
-
     def _on_check(self, event: object = None) -> None:
         try:
-            self.check.start(self.run.structures, self.samples())
+            self.check.start(self.run.structures, self.results.selected_or_all())
         except GCDError as exc:
             self.check.param.update(error=str(exc))
 
@@ -773,7 +773,7 @@ class FeffPanel(pn.viewable.Viewer):
         self._update_note()
 
     def _update_note(self, *events: param.parameterized.Event) -> None:
-        samples = self.samples()
+        samples = self.results.selected_or_all()
         if self._missing:
             self.note.object = self._missing
         elif not samples:
@@ -975,7 +975,7 @@ class ExportPanel(pn.viewable.Viewer):
 
     def indices(self) -> list[int]:
         """The samples to export: the selected rows, or every sample when none is selected."""
-        return self.results.selected or list(range(len(self.run.structures)))
+        return self.results.selected_or_all()
 
     def _update(self, *events: param.parameterized.Event) -> None:
         indices = self.indices()
