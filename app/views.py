@@ -802,8 +802,8 @@ class FeffPanel(pn.viewable.Viewer):
         elif check.status == "running":
             text = f"FEFF: {check.done_sites} / {check.total_sites} sites, running"
         elif check.status in ("done", "cancelled") and check.total_sites:
-            text = f"FEFF: {check.done_sites} / {check.total_sites} sites, {STATUS_TEXT[check.status]} " \
-                   f"({check.elapsed_s:.0f} s)"
+            text = (f"FEFF: {check.done_sites} / {check.total_sites} sites, {STATUS_TEXT[check.status]} "
+                    f"({check.elapsed_s:.0f} s)")
         else:
             text = ""
         self.progress.object = text
