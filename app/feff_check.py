@@ -67,6 +67,12 @@ def _stop(process: multiprocessing.process.BaseProcess) -> None:
         process.join(5)
 
 
+def _cleared() -> dict[str, Any]:
+    """A check's results and progress before its first site (fresh containers each time)."""
+    return dict(waiting=False, done_sites=0, feff_spectra={}, model_spectra={}, rows=[], failures=[], error="",
+                elapsed_s=0.0)
+
+
 class FeffCheck(param.Parameterized):
     """One session's FEFF10 check of chosen structures, running in a child process; cancellable."""
 
@@ -76,8 +82,7 @@ class FeffCheck(param.Parameterized):
     waiting = param.Boolean(default=False, doc="Queued behind another session's check.")
     done_sites = param.Integer(default=0, bounds=(0, None))
     total_sites = param.Integer(default=0, bounds=(0, None))
-    samples = param.List(default=[], doc="Sample indices of the current (or last) check.")
-    sites = param.Dict(default={}, doc="sample -> its site indices.")
+    sites = param.Dict(default={}, doc="sample -> its site indices, for the samples of the current (or last) check.")
     feff_spectra = param.Dict(default={}, doc="sample -> FEFF's mean spectrum over the sites computed so far.")
     model_spectra = param.Dict(default={}, doc="sample -> the forward model's mean spectrum over the same sites.")
     rows = param.List(default=[], doc="Table rows, one per sample with at least one FEFF site.")
@@ -116,10 +121,7 @@ class FeffCheck(param.Parameterized):
             return False
         self._cancel = threading.Event()  # a fresh one: a cancelled check's thread may still be stopping
         self._token += 1
-        self.param.update(
-            status="running", waiting=False, done_sites=0, total_sites=len(plan.jobs), samples=list(plan.sites),
-            sites=plan.sites, feff_spectra={}, model_spectra={}, rows=[], failures=[], error="", elapsed_s=0.0,
-        )
+        self.param.update(**_cleared(), status="running", total_sites=len(plan.jobs), sites=plan.sites())
         self._thread = threading.Thread(
             target=self._work, args=(plan, self._token, self._cancel), name="gcd-feff", daemon=True
         )
@@ -140,8 +142,7 @@ class FeffCheck(param.Parameterized):
         """Forget the last check (its structures are gone); cancels one that runs, without waiting for it."""
         self.cancel()
         self._token += 1
-        self.param.update(status="idle", waiting=False, done_sites=0, total_sites=0, samples=[], sites={},
-                          feff_spectra={}, model_spectra={}, rows=[], failures=[], error="", elapsed_s=0.0)
+        self.param.update(**_cleared(), status="idle", total_sites=0, sites={})
 
     # ------------------------------------------------------------------------------------------ worker
     def _plan(self, structures: Sequence[Atoms], samples: Sequence[int]) -> _Plan:
@@ -153,7 +154,7 @@ class FeffCheck(param.Parameterized):
         if not samples:
             raise GCDError("no structure to check: generate structures first")
         forward = load_forward_model("cpu")
-        plan = _Plan([], {}, {})
+        plan = _Plan([], {})
         for sample in samples:
             if not 0 <= sample < len(structures):
                 raise GCDError(f"sample {sample} does not exist (the run holds {len(structures)})")
@@ -161,7 +162,6 @@ class FeffCheck(param.Parameterized):
             if not len(atoms):
                 raise GCDError(f"sample {sample} holds no atoms: there is no site to check")
             chosen = chosen_sites(atoms, self.sites_per_structure, seed=0)
-            plan.sites[sample] = chosen.tolist()
             plan.model_sites[sample] = dict(zip(chosen.tolist(), forward.site_spectra(atoms)[chosen], strict=True))
             plan.jobs.extend((sample, atoms, int(site)) for site in chosen)
         return plan
@@ -227,12 +227,15 @@ class FeffCheck(param.Parameterized):
 
 @dataclass
 class _Plan:
-    """One check's work: (sample, structure, site) jobs, each sample's sites and the forward model's spectrum of
-    each of those sites."""
+    """One check's work: (sample, structure, site) jobs, and per sample the forward model's spectrum of each of its
+    sites (site -> spectrum)."""
 
     jobs: list[tuple[int, Atoms, int]]
-    sites: dict[int, list[int]]
     model_sites: dict[int, dict[int, np.ndarray]]
+
+    def sites(self) -> dict[int, list[int]]:
+        """sample -> its site indices."""
+        return {sample: list(spectra) for sample, spectra in self.model_sites.items()}
 
     def updates(self, per_sample: dict[int, dict[int, np.ndarray]], failures: list[str]) -> dict[str, Any]:
         """For each sample with finished sites, FEFF's and the forward model's mean spectrum over those same sites
@@ -242,7 +245,7 @@ class _Plan:
             feff = feff_spectra[sample] = normalise(np.mean(list(finished.values()), axis=0))
             model = model_spectra[sample] = normalise(np.mean([self.model_sites[sample][i] for i in finished], axis=0))
             values = (
-                f"{len(finished)} / {len(self.sites[sample])}",
+                f"{len(finished)} / {len(self.model_sites[sample])}",
                 round(1000 * pi_star_intensity(feff), 1), round(1000 * pi_star_intensity(model), 1),
                 round(sigma_star_maximum(feff), 1), round(sigma_star_maximum(model), 1),
                 round(relative_error(model, feff), 3),
