@@ -23,3 +23,12 @@ def ring_with_loose_ends() -> Atoms:
     ring = np.stack([1.42 * np.cos(angles), 1.42 * np.sin(angles), np.zeros(6)], axis=1) + 5.0
     return Atoms("C8", positions=np.vstack([ring, ring[0] + [1.45, 0.0, 0.0], [1.0, 1.0, 9.0]]), cell=[10.512] * 3,
                  pbc=True)
+
+
+@pytest.fixture
+def tiny_feff():
+    """FEFF10 settings for a tiny cluster (17 atoms of diamond: absorber + 4 + 12) without a core hole: a real FEFF
+    run in about a second."""
+    from gcd_core.physics.feff import FeffSettings
+
+    return FeffSettings(cluster_radius=2.6, scf_radius=2.0, fms_radius=2.6, core_hole="none", xkmax=3.0)

@@ -610,10 +610,6 @@ def test_drawing_from_no_target(carbon_checkpoint: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- FEFF check
-# a tiny cluster, no core hole: a real FEFF run in about a second (tests/test_feff.py)
-TINY_FEFF = dict(cluster_radius=2.6, scf_radius=2.0, fms_radius=2.6, core_hole="none", xkmax=3.0)
-
-
 def carbon_cells() -> list:
     """Two 10.7 A carbon cells (the forward model needs edges over 8 A): diamond and diamond with its atoms moved."""
     from ase.build import bulk
@@ -624,40 +620,41 @@ def carbon_cells() -> list:
     return [ideal, moved]
 
 
-def feff_panel(carbon_checkpoint: Path, cache: Path, **settings):
-    """A carbon dashboard holding two structures, and a FEFF panel on it with its own settings and cache."""
+def feff_panel(carbon_checkpoint: Path, cache: Path, settings=None):
+    """A carbon dashboard holding two structures, and a FEFF panel on it with its own settings (default: FEFF's
+    defaults) and cache."""
     from app.feff_check import FeffCheck
     from app.views import FeffPanel
-    from gcd_core.physics.feff import FeffSettings
 
     dashboard = make_dashboard(carbon_checkpoint)
     assert dashboard.feff is not None  # carbon mode has the FEFF check
-    panel = FeffPanel(dashboard.run, dashboard.results, FeffCheck(settings=FeffSettings(**settings), cache_dir=cache))
+    panel = FeffPanel(dashboard.run, dashboard.results, FeffCheck(settings=settings, cache_dir=cache))
     assert panel.check_button.disabled  # nothing generated yet
     dashboard.run.structures = carbon_cells()
     return dashboard, panel
 
 
 def feff_processes() -> list[int]:
-    """Pids of this machine's processes running FEFF's stage workers or a dashboard FEFF child."""
+    """Pids of this machine's processes running FEFF's stage workers (the dashboard's spawned child itself is
+    joined by the check before it reports cancelled)."""
     pids = []
     for entry in Path("/proc").iterdir():
         try:
             command = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if entry.name.isdigit() and (b"feff10" in command or b"feff_worker" in command):
+        if entry.name.isdigit() and b"feff10" in command:
             pids.append(int(entry.name))
     return pids
 
 
 def test_feff_check_runs_in_a_child_process_fills_the_panel_and_caches(
-    carbon_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    carbon_checkpoint: Path, tmp_path: Path, tiny_feff, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("feff10")
     from gcd_core.physics import feff
 
-    dashboard, panel = feff_panel(carbon_checkpoint, tmp_path, **TINY_FEFF)
+    dashboard, panel = feff_panel(carbon_checkpoint, tmp_path, tiny_feff)
     check = panel.check
     check.sites_per_structure = 2
     assert not panel.check_button.disabled and "2 random carbon site(s) of each of 2 structure(s)" in panel.note.object
@@ -719,18 +716,20 @@ def test_feff_check_cancel_kills_feff_and_a_second_session_waits(carbon_checkpoi
     assert feff_processes() == []  # FEFF's own workers are stopped with the child
 
 
-def test_a_site_feff_cannot_do_is_named_and_the_check_goes_on(carbon_checkpoint: Path, tmp_path: Path) -> None:
+def test_a_site_feff_cannot_do_is_named_and_the_check_goes_on(
+    carbon_checkpoint: Path, tmp_path: Path, tiny_feff
+) -> None:
     pytest.importorskip("feff10")
-    from gcd_core.physics.feff import FeffSettings, chosen_sites, feff_input
+    from gcd_core.physics.feff import chosen_sites, feff_input
 
-    dashboard, panel = feff_panel(carbon_checkpoint, tmp_path, **TINY_FEFF)
+    dashboard, panel = feff_panel(carbon_checkpoint, tmp_path, tiny_feff)
     check = panel.check
     check.sites_per_structure = 3
     cell = carbon_cells()[1]
     cell.append("C")  # the sites drawn depend on the atom count only: double the first drawn site's atom
     first = int(chosen_sites(cell, 3)[0])
     cell.positions[-1] = cell.positions[first] + [0.5, 0.0, 0.0]
-    refused = [site for site in chosen_sites(cell, 3) if _refuses(feff_input, cell, site, FeffSettings(**TINY_FEFF))]
+    refused = [site for site in chosen_sites(cell, 3) if _refuses(feff_input, cell, site, tiny_feff)]
     assert first in refused and len(refused) < 3
     dashboard.run.structures = [cell]
 
@@ -751,11 +750,11 @@ def _refuses(make_input, atoms, site, settings) -> bool:
 
 
 def test_feff_check_refuses_bad_requests_by_name(
-    carbon_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    carbon_checkpoint: Path, tmp_path: Path, tiny_feff, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from ase import Atoms
 
-    dashboard, panel = feff_panel(carbon_checkpoint, tmp_path, **TINY_FEFF)
+    dashboard, panel = feff_panel(carbon_checkpoint, tmp_path, tiny_feff)
     check = panel.check
     assert not check.start(dashboard.run.structures, [5]) and "sample 5 does not exist" in check.error
     assert panel.alert.visible and "sample 5" in panel.alert.object

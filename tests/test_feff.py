@@ -11,9 +11,6 @@ from gcd_core.physics import feff
 from gcd_core.physics.feff import FeffSettings, feff_input, feff_site_spectrum, feff_structure_spectrum
 from gcd_core.physics.spectra import ENERGY_GRID
 
-# a tiny cluster (17 atoms: absorber + 4 + 12), no core hole: a real FEFF run in a few seconds
-TINY = FeffSettings(cluster_radius=2.6, scf_radius=2.0, fms_radius=2.6, core_hole="none", xkmax=3.0)
-
 
 def diamond():
     return bulk("C", "diamond", a=3.567, cubic=True)
@@ -44,9 +41,9 @@ def test_settings_are_checked():
         FeffSettings(core_hole="full")
 
 
-def test_cheap_run_is_unit_area_and_cached(tmp_path, monkeypatch):
+def test_cheap_run_is_unit_area_and_cached(tmp_path, monkeypatch, tiny_feff):
     pytest.importorskip("feff10")
-    spectrum = feff_site_spectrum(diamond(), 0, TINY, cache_dir=tmp_path)
+    spectrum = feff_site_spectrum(diamond(), 0, tiny_feff, cache_dir=tmp_path)
     assert spectrum.shape == (len(ENERGY_GRID),) and np.all(np.isfinite(spectrum))
     assert np.trapezoid(spectrum, ENERGY_GRID) == pytest.approx(1.0, abs=1e-6)
     assert len(list(tmp_path.glob("*.npy"))) == 1
@@ -55,17 +52,17 @@ def test_cheap_run_is_unit_area_and_cached(tmp_path, monkeypatch):
         raise AssertionError("FEFF ran again instead of reading the cache")
 
     monkeypatch.setattr(feff, "_run_feff", no_rerun)
-    assert np.array_equal(feff_site_spectrum(diamond(), 0, TINY, cache_dir=tmp_path), spectrum)
+    assert np.array_equal(feff_site_spectrum(diamond(), 0, tiny_feff, cache_dir=tmp_path), spectrum)
     # the even sites of the cubic cell are one sublattice (same cluster, same cache entry as site 0)
-    mean, per_site, sites = feff_structure_spectrum(diamond(), [0, 2, 4], TINY, cache_dir=tmp_path)
+    mean, per_site, sites = feff_structure_spectrum(diamond(), [0, 2, 4], tiny_feff, cache_dir=tmp_path)
     assert per_site.shape == (3, len(ENERGY_GRID)) and sites.tolist() == [0, 2, 4]
     assert np.allclose(mean, spectrum)
 
 
-def test_missing_package_names_the_wheel(monkeypatch, tmp_path):
+def test_missing_package_names_the_wheel(monkeypatch, tmp_path, tiny_feff):
     monkeypatch.setitem(sys.modules, "feff10", None)  # makes `import feff10` raise ImportError
     with pytest.raises(GCDError, match="pip install feff10-rs"):
-        feff_site_spectrum(diamond(), 0, TINY, cache_dir=tmp_path)
+        feff_site_spectrum(diamond(), 0, tiny_feff, cache_dir=tmp_path)
 
 
 def test_sampled_sites_are_distinct_and_reproducible(monkeypatch):
