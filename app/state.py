@@ -63,7 +63,7 @@ from gcd_core.grain_boundaries import (
     gb_frames,
     gb_template,
 )
-from gcd_core.guidance import SP3_REFINE_STEPS, Steering, relative_error, steering
+from gcd_core.guidance import BONDING_REFINE_STEPS, SP3_REFINE_STEPS, Steering, relative_error, steering
 from gcd_core.io import sample_name, write_structures
 from gcd_core.model import GCDModel
 from gcd_core.physics import hybridisation, judge_phase, mass_density, space_group
@@ -72,6 +72,7 @@ from gcd_core.physics.spectra import (
     ENERGY_GRID,
     SPECTRUM_VECTOR_NAME,
     conditioning_vector,
+    estimated_bonding,
     estimated_sp3,
     normalise,
     read_spectrum,
@@ -429,11 +430,21 @@ class GenerationSettings(param.Parameterized):
         doc="Gradient guidance toward the sp3 fraction the target's pi* peak indicates; above 0, late clean estimates "
         "are also refined toward it (measured: 200).",
     )
+    bonding_guidance = param.Number(
+        default=0.0, bounds=(0.0, 400.0),
+        doc="Gradient guidance toward the sp / sp2 / sp3 fractions the target's spectrum indicates; above 0, late "
+        "clean estimates are also refined toward them (measured: 100).",
+    )
 
     @property
     def target_sp3(self) -> float | None:
         """The sp3 fraction the target's pi* peak indicates (what sp3 guidance aims at); None without a target."""
         return None if self.target_spectrum is None else estimated_sp3(self.target_spectrum)
+
+    @property
+    def target_bonding(self) -> tuple[float, float, float] | None:
+        """The (sp, sp2, sp3) fractions the target indicates (what bonding guidance aims at); None without one."""
+        return None if self.target_spectrum is None else estimated_bonding(self.target_spectrum)
 
     def use_model(self, model: GCDModel | None) -> None:
         """Offer the model's classes (phases) and pick the first; spectrum models get the example targets."""
@@ -512,8 +523,9 @@ class GenerationSettings(param.Parameterized):
         cell = self.cell_lengths(model)
         # a cell the network cannot take fails here, before any thread; an amorphous box is fitted to the grid
         grid_layout_for(model, cell, self.phase, fit_to_stride=self.amorphous)
-        if self.amorphous and (self.spectrum_guidance > 0 or self.sp3_guidance > 0) and self.target_spectrum is None:
-            raise GCDError("spectrum or sp3 guidance needs a target spectrum: pick an example or upload one")
+        guided = self.spectrum_guidance > 0 or self.sp3_guidance > 0 or self.bonding_guidance > 0
+        if self.amorphous and guided and self.target_spectrum is None:
+            raise GCDError("spectrum, sp3 or bonding guidance needs a target spectrum: pick an example or upload one")
         exclusion = None
         if self.site_exclusion and not self.amorphous:
             reference = reference_of(model, self.phase)
@@ -592,7 +604,7 @@ class GenerationRun(param.Parameterized):
         self._last_step = 0  # the step of _last_x0
         self._request: GenerationRequest | None = None  # of the current (or last) run
         self._shown_sample = 0  # the sample the latest density belongs to
-        self._steering = Steering()  # spectrum and sp3 guidance of the current run
+        self._steering = Steering()  # spectrum, sp3 and bonding guidance of the current run
         if model is None:
             self.param.update(status="error", error=model_error or "no model is loaded")
 
@@ -656,11 +668,13 @@ class GenerationRun(param.Parameterized):
         self._steering = Steering()
         if target is not None:
             spectrum_scale, sp3_scale = self.settings.spectrum_guidance, self.settings.sp3_guidance
+            bonding_scale = self.settings.bonding_guidance
             self._steering = steering(
                 self._grid, request.cell_lengths, target,
                 load_forward_model(self.model.device) if spectrum_scale > 0 else None,
                 spectrum_scale=spectrum_scale, sp3_scale=sp3_scale,
                 sp3_refine=SP3_REFINE_STEPS if sp3_scale > 0 else 0, target_sp3=self.settings.target_sp3,
+                bonding_scale=bonding_scale, bonding_refine=BONDING_REFINE_STEPS if bonding_scale > 0 else 0,
             )
         self._mark_running(
             request.steps,

@@ -185,6 +185,10 @@ class SettingsPanel(RunControls):
         self.sp3_guidance = pn.widgets.FloatSlider.from_param(
             settings.param.sp3_guidance, label="sp3 guidance (target's pi* peak)", step=10.0, visible=amorphous
         )
+        self.bonding_guidance = pn.widgets.FloatSlider.from_param(
+            settings.param.bonding_guidance, label="Bonding guidance (target's sp / sp2 / sp3)", step=10.0,
+            visible=amorphous,
+        )
         self.prune_dangling = pn.widgets.Checkbox.from_param(
             settings.param.prune_dangling, name="Prune dangling carbons (under two bonds, late steps)",
             visible=amorphous,
@@ -215,8 +219,10 @@ class SettingsPanel(RunControls):
         if settings.target_spectrum is None:
             self.target_info.object = "No target: unconditional"
             return
+        sp, sp2, sp3 = (round(100 * f) for f in settings.target_bonding)
         self.target_info.object = (
-            f"Target: {settings.target_label} (its pi* peak indicates {100 * settings.target_sp3:.0f} % sp3)"
+            f"Target: {settings.target_label} (it indicates {sp} / {sp2} / {sp3} % sp / sp2 / sp3; sp3 from its pi* "
+            "peak)"
         )
 
     def _update_cell_info(self, *events: param.parameterized.Event) -> None:
@@ -251,6 +257,7 @@ class SettingsPanel(RunControls):
             self.target_info,
             self.spectrum_guidance,
             self.sp3_guidance,
+            self.bonding_guidance,
             self.num_samples,
             self.steps,
             self.sampler,

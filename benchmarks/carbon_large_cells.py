@@ -18,6 +18,7 @@ import time
 import warnings
 from pathlib import Path
 
+import ase.io
 import numpy as np
 import torch
 
@@ -47,6 +48,10 @@ def main() -> None:
     parser.add_argument("--sp3", type=float, default=0.0, help="sp3-guidance scale with --target")
     parser.add_argument("--sp3-refine", type=int, default=0, metavar="N", help="with --sp3, Adam steps per estimate")
     parser.add_argument("--sp3-refine-below", type=float, default=0.5, metavar="T")
+    parser.add_argument(
+        "--bonding", type=float, default=0.0, help="with --target, guidance toward its sp / sp2 / sp3 fractions"
+    )
+    parser.add_argument("--bonding-refine", type=int, default=0, metavar="N", help="with --bonding, Adam steps")
     parser.add_argument("--xanes", type=Path, default=Path("assets/xanes_forward.pt"))
     parser.add_argument("--data", type=Path, default=DEFAULT_ROOT)
     parser.add_argument("--samples", type=int, default=1, help="samples per box (statistics pooled)")
@@ -65,6 +70,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="CPU threads")
     parser.add_argument("--out", type=Path, help="also write the table here")
+    parser.add_argument("--save", type=Path, metavar="DIR", help="also write each box's samples here (extxyz)")
     args = parser.parse_args()
     warnings.simplefilter("ignore", GridStretchWarning)
     if args.threads:
@@ -82,12 +88,15 @@ def main() -> None:
         vector = conditioning_vector(target)
         forward = XanesForwardModel.load(args.xanes, device=args.device)
         forward.eval()
-    elif args.gradient or args.sp3:
-        raise SystemExit("--gradient and --sp3 steer toward a --target")
+    elif args.gradient or args.sp3 or args.bonding:
+        raise SystemExit("--gradient, --sp3 and --bonding steer toward a --target")
     condition = "unconditional"
     if args.target:
         condition = f"target {args.target}, cfg {args.cfg:g}, spectrum gradient {args.gradient:g}, sp3 gradient "
         condition += f"{args.sp3:g}" + (f" with {args.sp3_refine} refinement steps" if args.sp3 else "")
+        condition += f", bonding gradient {args.bonding:g}" + (
+            f" with {args.bonding_refine} refinement steps" if args.bonding else ""
+        )
     sampler = f"{args.sampler.upper()} {args.steps} steps"
     if args.resample > 1:
         sampler += f", steps at t in [{args.resample_window[0]:g}, {args.resample_window[1]:g}] x {args.resample}"
@@ -113,6 +122,7 @@ def main() -> None:
         steer = steering(
             model.grid, cell, target, forward, spectrum_scale=args.gradient, sp3_scale=args.sp3,
             sp3_refine=args.sp3_refine if args.sp3 else 0, refine_below=args.sp3_refine_below,
+            bonding_scale=args.bonding, bonding_refine=args.bonding_refine if args.bonding else 0,
         )
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
@@ -120,6 +130,9 @@ def main() -> None:
         structures = generate(model, request, gradient_guidance=steer.gradient_guidance,
                               gradient_scale=steer.gradient_scale, projection=steer.projection)
         seconds = (time.perf_counter() - began) / args.samples
+        if args.save:
+            args.save.mkdir(parents=True, exist_ok=True)
+            ase.io.write(args.save / f"box_{edge:g}.extxyz", structures)
         shape = model.grid.layout(cell, warn=False, multiple_of=model.net.stride).shape
         density = float(np.mean([mass_density(a) for a in structures]))
         nearest = min({round(a.info["density"], 1) for a in train}, key=lambda d: abs(d - density))

@@ -5,9 +5,11 @@ samples in one fixed box, so the atom count, and with it the density, is the mod
 guidance setting: the forward model's spectral error against the target (relative L2), the density and the sp3
 fraction beside the target's, and the share of singly coordinated carbons. Settings are classifier-free
 guidance scales (``--cfg``; 0 is the unconditional model), gradient guidance through the forward model on
-the voxel grid (``--gradient``) and gradient guidance toward the sp3 fraction the target's pi* peak indicates
-(``--sp3``; ``gcd_core.physics.spectra.estimated_sp3``), alone and combined. Also prints unguided statistics
-against the training cells (RDF distance, coordination fractions).
+the voxel grid (``--gradient``), gradient guidance toward the sp3 fraction the target's pi* peak indicates
+(``--sp3``; ``gcd_core.physics.spectra.estimated_sp3``) and toward the sp / sp2 / sp3 fractions it indicates
+(``--bonding``; ``estimated_bonding``), alone and combined. Each row also gives the samples' sp / sp2 / sp3
+fractions and their RDF distance from the training cells of the target's density. Also prints unguided
+statistics against all training cells (RDF distance, coordination fractions).
 
     python benchmarks/carbon_steering.py assets/carbon_xanes.pt --samples 8 --cfg 0 1 3 --gradient 0 30 \
         --device cuda
@@ -47,8 +49,12 @@ def plausible(structures: list) -> list:
     return [a for a in structures if len(a) > 8 and mass_density(a) < MAX_CARBON_DENSITY]
 
 
-def summarise(structures: list, forward: XanesForwardModel, target: np.ndarray) -> dict[str, float]:
+def summarise(
+    structures: list, forward: XanesForwardModel, target: np.ndarray, reference: list
+) -> dict[str, float]:
+    """Row figures of one setting; ``reference``: the training cells of the target's density."""
     kept = plausible(structures)
+    bonding = hybridisation(kept) if kept else None
     densities = [mass_density(a) for a in kept]
     sp3 = [hybridisation(a).sp3 for a in kept]
     singles = [float(np.mean(coordination_numbers(a) == 1)) for a in kept]
@@ -61,6 +67,8 @@ def summarise(structures: list, forward: XanesForwardModel, target: np.ndarray) 
         "sp3": float(np.mean(sp3)) if kept else float("nan"),
         "sp3_sd": float(np.std(sp3)) if kept else float("nan"),
         "sp1": float(np.mean(singles)) if kept else float("nan"),
+        "bonding": f"{bonding.sp:.2f} / {bonding.sp2:.2f} / {bonding.sp3:.2f}" if kept else "-",
+        "rdf": rdf_distance(radial_distribution(reference), radial_distribution(kept)) if kept else float("nan"),
         "error": float(np.mean(errors)) if kept else float("nan"),
     }
 
@@ -73,6 +81,9 @@ def budget_note(args: argparse.Namespace) -> str:
     if args.sp3_refine:
         note += (f"; with sp3 guidance each clean estimate at t <= {args.sp3_refine_below:g} also takes "
                  f"{args.sp3_refine} Adam steps of the sp3 loss")
+    if args.bonding_refine:
+        note += (f"; with bonding guidance each clean estimate at t <= {args.sp3_refine_below:g} also takes "
+                 f"{args.bonding_refine} Adam steps of the bonding loss")
     if args.min_bonds:
         note += f"; sites with under {args.min_bonds} bonds pruned from the estimates at t in {list(PRUNE_WINDOW)}"
     return note
@@ -100,11 +111,17 @@ def main() -> None:
         help="with sp3 guidance, also N Adam steps of the sp3 loss on each clean estimate below --sp3-refine-below",
     )
     parser.add_argument("--sp3-refine-below", type=float, default=0.5, metavar="T")
+    parser.add_argument("--bonding", type=float, nargs="+", default=[0.0], help="bonding-guidance scales")
+    parser.add_argument(
+        "--bonding-refine", type=int, default=0, metavar="N",
+        help="with bonding guidance, also N Adam steps of its loss on each clean estimate below --sp3-refine-below",
+    )
     parser.add_argument(
         "--settings",
         nargs="+",
-        metavar="CFG:GRADIENT[:SP3]",
-        help="explicit (classifier-free, gradient, sp3) settings instead of every --cfg x --gradient x --sp3 one",
+        metavar="CFG:GRADIENT[:SP3[:BONDING]]",
+        help="explicit (classifier-free, gradient, sp3, bonding) settings instead of every --cfg x --gradient x "
+        "--sp3 x --bonding one",
     )
     parser.add_argument(
         "--min-bonds", type=int, default=0, metavar="N",
@@ -132,24 +149,27 @@ def main() -> None:
     elif not args.all_targets:  # the first held-out cell of each density
         held_out = list({round(a.info["density"], 1): a for a in reversed(held_out)}.values())
     cell = (args.box,) * 3
-    settings = list(itertools.product(args.cfg, args.gradient, args.sp3))
+    settings = list(itertools.product(args.cfg, args.gradient, args.sp3, args.bonding))
     if args.settings:
-        settings = [(*(float(v) for v in text.split(":")), 0.0)[:3] for text in args.settings]
+        settings = [(*(float(v) for v in text.split(":")), 0.0, 0.0)[:4] for text in args.settings]
     lines = [
         f"Model {args.checkpoint}; box {args.box} A (atom count free); {args.samples} samples per row; "
         f"{args.sampler.upper()} {args.steps} steps{budget_note(args)}; seed {args.seed}; device {args.device}",
         "",
-        "| target | target density | target sp3 (from pi*) | cfg | gradient | sp3 gradient | atoms | density | sp3 | "
-        "sp1 share | spectral error | failed | s/sample |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| target | target density | target sp3 (from pi*) | cfg | gradient | sp3 gradient | bonding gradient | atoms "
+        "| density | sp3 | sp / sp2 / sp3 (target's) | RDF distance | sp1 share | spectral error | failed | s/sample |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     unguided: list = []
     started = time.perf_counter()
     for target_atoms in sorted(held_out, key=lambda a: a.info["density"]):
         target = structure_spectrum(target_atoms)
         goal_sp3 = estimated_sp3(target)
-        for cfg, gradient, sp3_scale in settings:
-            if cfg == 0 and gradient == 0 and sp3_scale == 0 and unguided:
+        goal = hybridisation(target_atoms)
+        reference = [a for a in train if round(a.info["density"], 1) == round(target_atoms.info["density"], 1)]
+        for cfg, gradient, sp3_scale, bonding_scale in settings:
+            unguided_setting = cfg == 0 and gradient == 0 and sp3_scale == 0 and bonding_scale == 0
+            if unguided_setting and unguided:
                 structures, seconds = unguided  # the unconditional model ignores the target: sample it once
             else:
                 request = GenerationRequest(
@@ -161,26 +181,28 @@ def main() -> None:
                 steer = steering(
                     model.grid, cell, target, forward, spectrum_scale=gradient, sp3_scale=sp3_scale,
                     sp3_refine=args.sp3_refine if sp3_scale > 0 else 0, target_sp3=goal_sp3,
-                    refine_below=args.sp3_refine_below,
+                    refine_below=args.sp3_refine_below, bonding_scale=bonding_scale,
+                    bonding_refine=args.bonding_refine if bonding_scale > 0 else 0,
                 )
                 began = time.perf_counter()
                 structures = generate(model, request, gradient_guidance=steer.gradient_guidance,
                                       gradient_scale=steer.gradient_scale, projection=steer.projection)
                 seconds = (time.perf_counter() - began) / args.samples
-                if cfg == 0 and gradient == 0 and sp3_scale == 0:
+                if unguided_setting:
                     unguided = [structures, seconds]
-            s = summarise(structures, forward, target)
+            s = summarise(structures, forward, target, reference)
             lines.append(
                 f"| {target_atoms.info['name']} | {target_atoms.info['density']:.2f} | {target_atoms.info['sp3']:.2f} "
-                f"({goal_sp3:.2f}) | {cfg:g} | {gradient:g} | {sp3_scale:g} | {s['atoms']:.0f} "
-                f"| {s['density']:.2f} ± {s['density_sd']:.2f} "
-                f"| {s['sp3']:.2f} ± {s['sp3_sd']:.2f} | {s['sp1']:.3f} | {s['error']:.3f} | {s['failed']} "
+                f"({goal_sp3:.2f}) | {cfg:g} | {gradient:g} | {sp3_scale:g} | {bonding_scale:g} | {s['atoms']:.0f} "
+                f"| {s['density']:.2f} ± {s['density_sd']:.2f} | {s['sp3']:.2f} ± {s['sp3_sd']:.2f} "
+                f"| {s['bonding']} ({goal.sp:.2f} / {goal.sp2:.2f} / {goal.sp3:.2f}) | {s['rdf']:.3f} "
+                f"| {s['sp1']:.3f} | {s['error']:.3f} | {s['failed']} "
                 f"| {seconds:.2f} |"
             )
             print(lines[-1], file=sys.stderr, flush=True)
     if unguided and plausible(unguided[0]):
         sampled = plausible(unguided[0])
-        reference = radial_distribution(train)
+        train_rdf = radial_distribution(train)
         sample_rdf = radial_distribution(sampled)
         ref_h, gen_h = hybridisation(train), hybridisation(sampled)
         ref_single = np.concatenate([coordination_numbers(a) == 1 for a in train])
@@ -188,7 +210,7 @@ def main() -> None:
         lines += [
             "",
             f"Unguided (cfg 0) vs the {len(train)} training cells: "
-            f"RDF distance {rdf_distance(reference, sample_rdf):.3f}; "
+            f"RDF distance {rdf_distance(train_rdf, sample_rdf):.3f}; "
             f"sp/sp2/sp3 {gen_h.sp:.3f}/{gen_h.sp2:.3f}/{gen_h.sp3:.3f} "
             f"vs {ref_h.sp:.3f}/{ref_h.sp2:.3f}/{ref_h.sp3:.3f}; "
             f"mean coordination {gen_h.mean_coordination:.3f} vs {ref_h.mean_coordination:.3f}; "

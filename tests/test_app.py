@@ -432,8 +432,12 @@ def test_carbon_mode_targets_guidance_results_and_bad_uploads(tmp_path: Path) ->
     assert "broken.txt" in dashboard.error_message
     assert np.array_equal(settings.target_spectrum, chosen)
 
-    settings.param.update(box_edge=9.6, spectrum_guidance=1.0, sp3_guidance=10.0, guidance_scale=2.0)
+    settings.param.update(
+        box_edge=9.6, spectrum_guidance=1.0, sp3_guidance=10.0, bonding_guidance=10.0, guidance_scale=2.0
+    )
+    assert "sp / sp2 / sp3" in dashboard.settings_panel.target_info.object
     assert run.generate_blocking() == "done"
+    assert run._steering.target_bonding == pytest.approx(settings.target_bonding)
     assert len(run.rows) == 2 and set(run.rows[0]) <= set(app_state.CARBON_COLUMNS)
     assert len(run.spectra) == 2 and run.target_spectrum is not None
     assert dashboard.compare.spectra.object is not None
@@ -442,7 +446,9 @@ def test_carbon_mode_targets_guidance_results_and_bad_uploads(tmp_path: Path) ->
     assert run.generate_blocking() == "error" and "needs a target" in run.error
     settings.param.update(spectrum_guidance=0.0, sp3_guidance=10.0)  # so does sp3 guidance
     assert run.generate_blocking() == "error" and "needs a target" in run.error
-    settings.sp3_guidance = 0.0
+    settings.param.update(sp3_guidance=0.0, bonding_guidance=10.0)  # and bonding guidance
+    assert run.generate_blocking() == "error" and "needs a target" in run.error
+    settings.bonding_guidance = 0.0
     good = "\n".join(f"{e} {np.exp(-((e - 292) / 4) ** 2)}" for e in np.linspace(270, 320, 80)).encode()
     dashboard.settings_panel.upload.filename = "mine.csv"
     dashboard.settings_panel.upload.value = good

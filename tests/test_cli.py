@@ -596,3 +596,16 @@ def test_generate_with_sp3_guidance(trained: Path, tmp_path: Path, capsys: pytes
     assert main([*argv, "--target-sp3", "0.5"]) == 0
     assert "sp3 guidance toward 0.50" in capsys.readouterr().err
     assert out.exists()
+
+
+def test_generate_with_bonding_guidance(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "g.extxyz"
+    argv = ["generate", str(trained / "model.pt"), "--out", str(out), "--cell", *map(str, CELL), "--steps", "3",
+            "--merge-distance", "2.0", "--bonding-guidance", "5", "--bonding-refine", "2"]
+    assert main(argv) == 1  # no target spectrum and no --target-bonding
+    assert "needs --target-bonding" in capsys.readouterr().err
+    assert main([*argv, "--target-bonding", "0.3", "0.3", "0.3"]) == 1  # fractions that do not add up to 1
+    assert "adding up to 1" in capsys.readouterr().err
+    assert main([*argv, "--target-bonding", "0.1", "0.7", "0.2"]) == 0
+    assert "bonding guidance toward sp / sp2 / sp3 0.10 / 0.70 / 0.20" in capsys.readouterr().err
+    assert out.exists()

@@ -102,3 +102,21 @@ def test_sp3_line_is_the_least_squares_fit_on_the_training_cells():
     assert (intercept, slope) == pytest.approx(SP3_FROM_PI_STAR, abs=1e-3)
     errors = [abs(estimated_sp3(structure_spectrum(a)) - hybridisation(a).sp3) for a in held_out]
     assert max(errors) < 0.1, errors
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not beside this checkout")
+def test_sp_along_sp3_is_the_training_cells_per_density_and_reads_held_out_cells():
+    """The (sp3, sp) points are the training cells' means per density; read from a held-out cell's spectrum, the
+    three fractions land within 0.1 of the cell's own (sp3 from the pi* line, sp along the points)."""
+    from gcd_core.data.amorphous import load_carbon_dataset, split_by_structure, structure_spectrum
+    from gcd_core.physics import hybridisation
+    from gcd_core.physics.spectra import SP_ALONG_SP3, estimated_bonding
+
+    train, held_out = split_by_structure(load_carbon_dataset(DATA))
+    densities = sorted({round(a.info["density"], 1) for a in train})
+    means = [hybridisation([a for a in train if round(a.info["density"], 1) == d]) for d in densities]
+    assert np.array(SP_ALONG_SP3) == pytest.approx(np.array([(h.sp3, h.sp) for h in means]), abs=1e-3)
+    for cell in held_out:
+        h, read = hybridisation(cell), estimated_bonding(structure_spectrum(cell))
+        assert sum(read) == pytest.approx(1.0)
+        assert np.abs(np.array(read) - (h.sp, h.sp2, h.sp3)).max() < 0.1, (cell.info["name"], read)

@@ -68,6 +68,21 @@ def estimated_sp3(spectrum: np.ndarray, energies: np.ndarray = ENERGY_GRID) -> f
     return float(np.clip(intercept + slope * pi_star_intensity(normalise(spectrum, energies), energies), 0.0, 1.0))
 
 
+# (sp3, sp) of the a-C training cells of ``split_by_structure``, averaged over each density (1.5, 2.0, 2.5, 3.0 and
+# 3.5 g/cm3; tests/test_spectra.py recomputes them from the data). Two-bonded carbons go with sparse, sp2-rich
+# carbon, so the sp fraction a spectrum indicates is read off its sp3 estimate along these points.
+SP_ALONG_SP3 = ((0.030, 0.323), (0.113, 0.118), (0.279, 0.017), (0.657, 0.0), (0.940, 0.0))
+
+
+def estimated_bonding(spectrum: np.ndarray, energies: np.ndarray = ENERGY_GRID) -> tuple[float, float, float]:
+    """The (sp, sp2, sp3) fractions a carbon K-edge spectrum (any area) indicates: sp3 from its pi* peak
+    (:func:`estimated_sp3`), sp interpolated along :data:`SP_ALONG_SP3`, sp2 the rest."""
+    sp3 = estimated_sp3(spectrum, energies)
+    along_sp3, sp_values = zip(*SP_ALONG_SP3, strict=True)
+    sp = float(np.interp(sp3, along_sp3, sp_values))
+    return sp, max(0.0, 1.0 - sp - sp3), sp3
+
+
 def conditioning_vector(intensity: np.ndarray, energies: np.ndarray = ENERGY_GRID) -> np.ndarray:
     """A spectrum as a network conditions on it: unit area times the energy span, so its mean is about 1
     (unit-area values are ~1/40 per eV, too small for an MLP's input)."""
