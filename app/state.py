@@ -63,7 +63,7 @@ from gcd_core.grain_boundaries import (
     gb_frames,
     gb_template,
 )
-from gcd_core.guidance import BONDING_REFINE_STEPS, SP3_REFINE_STEPS, Steering, relative_error, steering
+from gcd_core.guidance import BONDING_SCALE, SP3_REFINE_STEPS, Steering, relative_error, steering
 from gcd_core.io import sample_name, write_structures
 from gcd_core.model import GCDModel
 from gcd_core.physics import hybridisation, judge_phase, mass_density, space_group
@@ -432,8 +432,8 @@ class GenerationSettings(param.Parameterized):
     )
     bonding_guidance = param.Number(
         default=0.0, bounds=(0.0, 400.0),
-        doc="Gradient guidance toward the sp / sp2 / sp3 fractions the target's spectrum indicates; above 0, late "
-        "clean estimates are also refined toward them (measured: 100).",
+        doc="Gradient guidance toward the sp / sp2 / sp3 fractions the target's spectrum indicates: pulls "
+        f"near-bonded carbons into bonds, so the bonding follows the target's (measured: {BONDING_SCALE:g}).",
     )
 
     @property
@@ -668,13 +668,12 @@ class GenerationRun(param.Parameterized):
         self._steering = Steering()
         if target is not None:
             spectrum_scale, sp3_scale = self.settings.spectrum_guidance, self.settings.sp3_guidance
-            bonding_scale = self.settings.bonding_guidance
             self._steering = steering(
                 self._grid, request.cell_lengths, target,
                 load_forward_model(self.model.device) if spectrum_scale > 0 else None,
                 spectrum_scale=spectrum_scale, sp3_scale=sp3_scale,
                 sp3_refine=SP3_REFINE_STEPS if sp3_scale > 0 else 0, target_sp3=self.settings.target_sp3,
-                bonding_scale=bonding_scale, bonding_refine=BONDING_REFINE_STEPS if bonding_scale > 0 else 0,
+                bonding_scale=self.settings.bonding_guidance,
             )
         self._mark_running(
             request.steps,

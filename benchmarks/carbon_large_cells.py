@@ -95,7 +95,7 @@ def main() -> None:
         condition = f"target {args.target}, cfg {args.cfg:g}, spectrum gradient {args.gradient:g}, sp3 gradient "
         condition += f"{args.sp3:g}" + (f" with {args.sp3_refine} refinement steps" if args.sp3 else "")
         condition += f", bonding gradient {args.bonding:g}" + (
-            f" with {args.bonding_refine} refinement steps" if args.bonding else ""
+            f" with {args.bonding_refine} refinement steps" if args.bonding and args.bonding_refine else ""
         )
     sampler = f"{args.sampler.upper()} {args.steps} steps"
     if args.resample > 1:
