@@ -102,6 +102,28 @@ def test_sp3_guidance_raises_the_sp3_of_the_shipped_carbon_model_toward_the_dens
     assert all(a > b + 0.2 for a, b in zip(after, before, strict=True)), (before, after)
 
 
+def test_bonding_guidance_pulls_the_shipped_carbon_models_two_bonded_carbons_into_bonds():
+    """Conditioned on the 2.0 g/cm3 example spectrum (cfg 1; it indicates sp 0.07), a 9.6 A box, DDIM 20 steps: the
+    same seeds with bonding guidance at its measured scale hold fewer two-bonded carbons each, and 0.08 fewer on
+    average (measured 0.263 / 0.287 -> 0.222 / 0.071)."""
+    from gcd_core.checkpoint import EXAMPLE_SPECTRA_DIR
+    from gcd_core.guidance import BONDING_SCALE, steering
+    from gcd_core.physics import hybridisation
+    from gcd_core.physics.spectra import conditioning_vector, read_spectrum
+
+    model = GCDModel.load(CARBON_MODEL, device="cpu")
+    target = read_spectrum(next(EXAMPLE_SPECTRA_DIR.glob("a-C_2.0gcc_*.txt")))
+    box = (9.6,) * 3
+    request = GenerationRequest(box, num_samples=2, steps=20, sampler="ddim", seed=0, fit_to_stride=True,
+                                vector=conditioning_vector(target))
+    plain = generate(model, request)
+    steer = steering(model.grid, box, target, bonding_scale=BONDING_SCALE)
+    guided = generate(model, request, gradient_guidance=steer.gradient_guidance, gradient_scale=steer.gradient_scale)
+    before, after = [hybridisation(a).sp for a in plain], [hybridisation(a).sp for a in guided]
+    assert all(a < b for a, b in zip(after, before, strict=True)), (before, after)
+    assert sum(after) < sum(before) - 2 * 0.08, (before, after)  # the mean, 0.08 lower
+
+
 def test_shipped_carbon_model_bonds_like_the_training_cells():
     """The training cells have no singly bonded or isolated carbon; the model before the occupied-weight
     fine-tune had 12 % singly bonded (benchmarks/results/carbon_steering_cpu_stage3.md)."""
