@@ -221,8 +221,8 @@ class SettingsPanel(RunControls):
             return
         sp, sp2, sp3 = (round(100 * f) for f in settings.target_bonding)
         self.target_info.object = (
-            f"Target: {settings.target_label} (it indicates {sp} / {sp2} / {sp3} % sp / sp2 / sp3; sp3 from its pi* "
-            "peak)"
+            f"Target: {settings.target_label} (sp / sp2 / sp3 {sp} / {sp2} / {sp3} % as it indicates; sp3 from its "
+            "pi* peak)"
         )
 
     def _update_cell_info(self, *events: param.parameterized.Event) -> None:

@@ -529,7 +529,7 @@ def test_drawn_target_becomes_the_target_of_the_request_and_the_run(carbon_check
     drag_point(dashboard, 12, start[12] + 0.05)  # 298.5 eV, up
 
     assert settings.target_label == "drawn (reshaped example graphite)" and settings.target is None
-    assert dashboard.settings_panel.target_info.object.startswith("Target: drawn (reshaped example graphite) (its pi*")
+    assert dashboard.settings_panel.target_info.object.startswith("Target: drawn (reshaped example graphite) (sp / sp2")
     drawn = settings.target_spectrum
     assert drawn.shape == (100,) and np.trapezoid(drawn, app_state.ENERGY_GRID) == pytest.approx(1.0)
     grid = app_state.ENERGY_GRID
