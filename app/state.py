@@ -34,6 +34,7 @@ from gcd_core.checkpoint import (
     DEFAULT_CARBON_MODEL,
     DEFAULT_CRYSTAL_MODEL,
     DEFAULT_GB_MODEL,
+    DEFAULT_POLISH_MODEL,
     DEFAULT_XANES_MODEL,
     EXAMPLE_SPECTRA_DIR,
     GB_SEARCH_SUMMARIES_DIR,
@@ -78,6 +79,7 @@ from gcd_core.physics.spectra import (
     read_spectrum,
 )
 from gcd_core.physics.xanes import XanesForwardModel
+from gcd_core.polish import PositionRefiner, polish
 from gcd_core.representation.density import density_view
 
 log = logging.getLogger(__name__)
@@ -219,6 +221,18 @@ def load_forward_model(device: str | torch.device = "cpu") -> XanesForwardModel:
             model.eval()
             _FORWARD[key] = model
         return _FORWARD[key]
+
+
+_REFINER: dict[str, PositionRefiner] = {}
+
+
+def load_position_refiner(device: str | torch.device = "cpu") -> PositionRefiner:
+    """The shipped atom-space position refiner for carbon, loaded once per process and device."""
+    key = str(device)
+    with _MODELS_LOCK:
+        if key not in _REFINER:
+            _REFINER[key] = PositionRefiner.load(DEFAULT_POLISH_MODEL, device=device)
+        return _REFINER[key]
 
 
 def example_spectra() -> dict[str, Path]:
@@ -424,6 +438,11 @@ class GenerationSettings(param.Parameterized):
         doc=f"Amorphous carbon: at noise times {PRUNE_WINDOW[0]:g}-{PRUNE_WINDOW[1]:g}, carbons with fewer than "
         f"{DANGLING_MIN_BONDS} bonds (1.85 Å) are emptied from the clean estimate and the network goes on without "
         "them: no dangling chain ends (README, Amorphous carbon).",
+    )
+    polish_positions = param.Boolean(
+        default=True,
+        doc="Amorphous carbon: the decoded atoms' positions are finished by the atom-space refiner (bond lengths as "
+        "sharp as real cells'; no atom added or removed; README, Amorphous carbon).",
     )
     sp3_guidance = param.Number(
         default=0.0, bounds=(0.0, 400.0),
@@ -783,6 +802,8 @@ class GenerationRun(param.Parameterized):
     def _final_updates(self, frame: Frame, request: GenerationRequest) -> dict[str, Any]:
         structures = decode_frame(self.model, frame, request)
         sample = min(max(self.preview_sample, 0), len(structures) - 1)
+        if self.settings.amorphous and self.settings.polish_positions:
+            structures = polish(structures, load_position_refiner("cpu"))
         if self.settings.amorphous:
             forward = load_forward_model("cpu")
             rows, spectra = analyse_carbon(structures, forward, self.target_spectrum)

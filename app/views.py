@@ -193,6 +193,10 @@ class SettingsPanel(RunControls):
             settings.param.prune_dangling, name="Prune dangling carbons (under two bonds, late steps)",
             visible=amorphous,
         )
+        self.polish_positions = pn.widgets.Checkbox.from_param(
+            settings.param.polish_positions, name="Polish positions (atom-space refiner, after decoding)",
+            visible=amorphous,
+        )
         self.cell_info = pn.pane.Markdown(sizing_mode="stretch_width")
         settings.param.watch(self._update_cell_info, ["supercell", "phase", "box_edge"])
         settings.param.watch(self._update_target_info, ["target_spectrum", "target_label"])
@@ -265,6 +269,7 @@ class SettingsPanel(RunControls):
             self.resample_late_only,
             self.site_exclusion,
             self.prune_dangling,
+            self.polish_positions,
             self.guidance,
             self.seed,
             self.buttons(),

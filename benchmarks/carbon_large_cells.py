@@ -35,7 +35,29 @@ from gcd_core.physics.analysis import (
 )
 from gcd_core.physics.spectra import conditioning_vector
 from gcd_core.physics.xanes import XanesForwardModel
+from gcd_core.polish import PositionRefiner, polish
 from gcd_core.representation.grid import GridStretchWarning
+
+
+def row(structures: list, train: list, held_out: list, forward: XanesForwardModel | None, target) -> str:
+    """The table's columns from atoms on: the structures against the training cells nearest their density."""
+    density = float(np.mean([mass_density(a) for a in structures]))
+    nearest = min({round(a.info["density"], 1) for a in train}, key=lambda d: abs(d - density))
+    reference = [a for a in train if round(a.info["density"], 1) == nearest]
+    h, ref_h = hybridisation(structures), hybridisation(reference)
+    reference_rdf = radial_distribution(reference)
+    distance = rdf_distance(reference_rdf, radial_distribution(structures))
+    # the yardstick: how far real cells of that density, held out of training, lie from the training cells
+    yardstick = [rdf_distance(reference_rdf, radial_distribution(a)) for a in held_out
+                 if round(a.info["density"], 1) == nearest]
+    singles = float(np.mean(np.concatenate([coordination_numbers(a) == 1 for a in structures])))
+    error = f"{np.mean(spectral_error(forward, structures, target)):.3f}" if target is not None else "-"
+    return (
+        f"{np.mean([len(a) for a in structures]):.0f} | {density:.2f} | {h.sp:.3f} / {h.sp2:.3f} / {h.sp3:.3f} | "
+        f"{h.mean_coordination:.2f} | {singles:.4f} | {error} | {nearest:.1f} ({len(reference)} cells): {ref_h.sp:.3f} "
+        f"/ {ref_h.sp2:.3f} / {ref_h.sp3:.3f}, {ref_h.mean_coordination:.2f} | {distance:.3f} | "
+        f"{', '.join(f'{v:.3f}' for v in yardstick) or '-'} |"
+    )
 
 
 def main() -> None:
@@ -71,12 +93,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="CPU threads")
     parser.add_argument("--out", type=Path, help="also write the table here")
     parser.add_argument("--save", type=Path, metavar="DIR", help="also write each box's samples here (extxyz)")
+    parser.add_argument(
+        "--polish", type=Path, metavar="REFINER",
+        help="also give each box polished by this atom-space position refiner (assets/carbon_polish.pt)",
+    )
     args = parser.parse_args()
     warnings.simplefilter("ignore", GridStretchWarning)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     model = GCDModel.load(args.checkpoint, device=args.device)
+    refiner = PositionRefiner.load(args.polish, device=args.device) if args.polish else None
     everything = load_carbon_dataset(args.data)
     train, held_out = split_by_structure(everything)
     target = vector = forward = None
@@ -107,7 +134,7 @@ def main() -> None:
         f"Model {args.checkpoint}; {condition}; {sampler}; {args.samples} sample(s) per box; seed {args.seed}; "
         f"device {args.device} ({hardware})",
         "",
-        "| box (A) | grid | atoms | seconds | density | sp / sp2 / sp3 | mean coord. | sp1 share | spectral error | "
+        "| box (A) | grid | seconds | atoms | density | sp / sp2 / sp3 | mean coord. | sp1 share | spectral error | "
         "same-density training cells: density, sp / sp2 / sp3, mean coord. | RDF distance | held-out cells' RDF "
         "distance |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -134,24 +161,15 @@ def main() -> None:
             args.save.mkdir(parents=True, exist_ok=True)
             ase.io.write(args.save / f"box_{edge:g}.extxyz", structures)
         shape = model.grid.layout(cell, warn=False, multiple_of=model.net.stride).shape
-        density = float(np.mean([mass_density(a) for a in structures]))
-        nearest = min({round(a.info["density"], 1) for a in train}, key=lambda d: abs(d - density))
-        reference = [a for a in train if round(a.info["density"], 1) == nearest]
-        h, ref_h = hybridisation(structures), hybridisation(reference)
-        reference_rdf = radial_distribution(reference)
-        distance = rdf_distance(reference_rdf, radial_distribution(structures))
-        # the yardstick: how far real cells of that density, held out of training, lie from the training cells
-        yardstick = [rdf_distance(reference_rdf, radial_distribution(a)) for a in held_out
-                     if round(a.info["density"], 1) == nearest]
-        singles = float(np.mean(np.concatenate([coordination_numbers(a) == 1 for a in structures])))
-        error = f"{np.mean(spectral_error(forward, structures, target)):.3f}" if target is not None else "-"
-        lines.append(
-            f"| {edge:g} | {shape[0]}^3 | {np.mean([len(a) for a in structures]):.0f} | {seconds:.1f} | "
-            f"{density:.2f} | {h.sp:.3f} / {h.sp2:.3f} / {h.sp3:.3f} | {h.mean_coordination:.2f} | {singles:.4f} | "
-            f"{error} | {nearest:.1f} ({len(reference)} cells): {ref_h.sp:.3f} / {ref_h.sp2:.3f} / {ref_h.sp3:.3f}, "
-            f"{ref_h.mean_coordination:.2f} | {distance:.3f} | {', '.join(f'{v:.3f}' for v in yardstick) or '-'} |"
-        )
-        print(lines[-1], flush=True)
+        versions = [("", structures)]
+        if refiner is not None:
+            began = time.perf_counter()
+            versions.append((" polished", polish(structures, refiner)))
+            print(f"polished in {(time.perf_counter() - began) / args.samples:.1f} s per sample", flush=True)
+        for suffix, shown in versions:
+            lines.append(f"| {edge:g}{suffix} | {shape[0]}^3 | {seconds:.1f} | " + row(shown, train, held_out, forward,
+                                                                                      target))
+            print(lines[-1], flush=True)
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -41,6 +41,7 @@ from gcd_core.physics.analysis import (
 )
 from gcd_core.physics.spectra import conditioning_vector, estimated_sp3
 from gcd_core.physics.xanes import XanesForwardModel
+from gcd_core.polish import PositionRefiner, polish
 from gcd_core.representation.grid import GridStretchWarning
 
 
@@ -134,6 +135,10 @@ def main() -> None:
         "--all-targets", action="store_true", help="every held-out cell (default: one per density)"
     )
     parser.add_argument("--targets", nargs="+", metavar="NAME", help="only these held-out cells")
+    parser.add_argument(
+        "--polish", type=Path, metavar="REFINER",
+        help="also give each row polished by this atom-space position refiner (assets/carbon_polish.pt)",
+    )
     parser.add_argument("--out", type=Path, help="also write the table here")
     args = parser.parse_args()
     warnings.simplefilter("ignore", GridStretchWarning)
@@ -141,6 +146,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     model = GCDModel.load(args.checkpoint, device=args.device)
+    refiner = PositionRefiner.load(args.polish, device=args.device) if args.polish else None
     forward = XanesForwardModel.load(args.xanes, device=args.device)
     forward.eval()
     train, held_out = split_by_structure(load_carbon_dataset(args.data))
@@ -190,18 +196,28 @@ def main() -> None:
                 seconds = (time.perf_counter() - began) / args.samples
                 if unguided_setting:
                     unguided = [structures, seconds]
-            s = summarise(structures, forward, target, reference)
-            lines.append(
-                f"| {target_atoms.info['name']} | {target_atoms.info['density']:.2f} | {target_atoms.info['sp3']:.2f} "
-                f"({goal_sp3:.2f}) | {cfg:g} | {gradient:g} | {sp3_scale:g} | {bonding_scale:g} | {s['atoms']:.0f} "
-                f"| {s['density']:.2f} ± {s['density_sd']:.2f} | {s['sp3']:.2f} ± {s['sp3_sd']:.2f} "
-                f"| {s['bonding']} ({goal.sp:.2f} / {goal.sp2:.2f} / {goal.sp3:.2f}) | {s['rdf']:.3f} "
-                f"| {s['sp1']:.3f} | {s['error']:.3f} | {s['failed']} "
-                f"| {seconds:.2f} |"
-            )
-            print(lines[-1], file=sys.stderr, flush=True)
-    if unguided and plausible(unguided[0]):
-        sampled = plausible(unguided[0])
+            versions = [("", structures)]
+            if refiner is not None:
+                versions.append((" polished", polish(structures, refiner)))
+            for suffix, shown in versions:
+                s = summarise(shown, forward, target, reference)
+                lines.append(
+                    f"| {target_atoms.info['name']}{suffix} | {target_atoms.info['density']:.2f} "
+                    f"| {target_atoms.info['sp3']:.2f} ({goal_sp3:.2f}) | {cfg:g} | {gradient:g} | {sp3_scale:g} "
+                    f"| {bonding_scale:g} | {s['atoms']:.0f} | {s['density']:.2f} ± {s['density_sd']:.2f} "
+                    f"| {s['sp3']:.2f} ± {s['sp3_sd']:.2f} "
+                    f"| {s['bonding']} ({goal.sp:.2f} / {goal.sp2:.2f} / {goal.sp3:.2f}) | {s['rdf']:.3f} "
+                    f"| {s['sp1']:.3f} | {s['error']:.3f} | {s['failed']} "
+                    f"| {seconds:.2f} |"
+                )
+                print(lines[-1], file=sys.stderr, flush=True)
+    unguided_versions = [("", unguided[0])] if unguided else []
+    if unguided and refiner is not None:
+        unguided_versions.append((", polished", polish(unguided[0], refiner)))
+    for suffix, shown in unguided_versions:
+        sampled = plausible(shown)
+        if not sampled:
+            continue
         train_rdf = radial_distribution(train)
         sample_rdf = radial_distribution(sampled)
         ref_h, gen_h = hybridisation(train), hybridisation(sampled)
@@ -209,7 +225,7 @@ def main() -> None:
         gen_single = np.concatenate([coordination_numbers(a) == 1 for a in sampled])
         lines += [
             "",
-            f"Unguided (cfg 0) vs the {len(train)} training cells: "
+            f"Unguided (cfg 0){suffix} vs the {len(train)} training cells: "
             f"RDF distance {rdf_distance(train_rdf, sample_rdf):.3f}; "
             f"sp/sp2/sp3 {gen_h.sp:.3f}/{gen_h.sp2:.3f}/{gen_h.sp3:.3f} "
             f"vs {ref_h.sp:.3f}/{ref_h.sp2:.3f}/{ref_h.sp3:.3f}; "

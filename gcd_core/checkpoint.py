@@ -13,6 +13,7 @@ from gcd_core.errors import GCDError
 ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
 DEFAULT_CRYSTAL_MODEL = ASSETS_DIR / "crystal_phases.pt"
 DEFAULT_XANES_MODEL = ASSETS_DIR / "xanes_forward.pt"
+DEFAULT_POLISH_MODEL = ASSETS_DIR / "carbon_polish.pt"  # the atom-space position refiner for carbon
 DEFAULT_CARBON_MODEL = ASSETS_DIR / "carbon_xanes.pt"
 DEFAULT_GB_MODEL = ASSETS_DIR / "gb_sigma5.pt"
 EXAMPLE_SPECTRA_DIR = ASSETS_DIR / "spectra"

@@ -22,8 +22,9 @@ from typing import Any, NoReturn
 import numpy as np
 
 from gcd_core import __version__
-from gcd_core.checkpoint import DEFAULT_CRYSTAL_MODEL, DEFAULT_XANES_MODEL
+from gcd_core.checkpoint import DEFAULT_CRYSTAL_MODEL, DEFAULT_POLISH_MODEL, DEFAULT_XANES_MODEL
 from gcd_core.errors import GCDError
+from gcd_core.polish import POLISH_NOISE, POLISH_STEPS
 
 PROG = "gcd"
 EXIT_ERROR = 1
@@ -460,6 +461,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--bond-cutoff", type=_positive_float, metavar="A", help="longest bond (A) for --min-bonds (default 1.85: C)"
+    )
+    polish = p.add_argument_group("atom-space polish (carbon)")
+    polish.add_argument(
+        "--polish",
+        action="store_true",
+        help="finish the decoded structures' positions with the atom-space refiner (bond lengths as sharp as real "
+        "cells'; atoms are neither added nor removed)",
+    )
+    polish.add_argument(
+        "--polish-model", type=Path, default=DEFAULT_POLISH_MODEL, metavar="PATH", help="the position refiner"
+    )
+    polish.add_argument(
+        "--polish-noise", type=_positive_float, default=POLISH_NOISE, metavar="A",
+        help=f"noise level (A) the refiner starts from (default {POLISH_NOISE})",
+    )
+    polish.add_argument(
+        "--polish-steps", type=_positive_int, default=POLISH_STEPS, metavar="N",
+        help=f"refiner steps (default {POLISH_STEPS})",
     )
     p.add_argument("--format", choices=sorted(FORMATS), default="extxyz", help="file format (vasp: POSCAR)")
     p.add_argument("--one-file", action="store_true", help="all samples in one file (cif, extxyz)")
@@ -943,6 +962,16 @@ def cmd_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if (args.bonding_guidance or args.bonding_refine) and target is None and args.target_bonding is None:
         raise GCDError("bonding guidance needs --target-bonding SP SP2 SP3, or a target spectrum to read them from")
     model.conditioning_tensors(1, args.label, vector)  # a bad label or vector fails here, before sampling
+    refiner = None
+    if args.polish:
+        from gcd_core.polish import PositionRefiner, noise_levels
+
+        noise_levels(args.polish_noise, args.polish_steps)  # out-of-range settings fail before sampling
+        refiner = PositionRefiner.load(args.polish_model, device=device)
+        species = model.grid_for(args.label).species
+        if set(species) != {refiner.config["species"]}:
+            raise GCDError(f"--polish: the position refiner was trained on {refiner.config['species']} only; this "
+                           f"model makes {', '.join(species)}")
     from gcd_core.guidance import steering
 
     forward = None
@@ -989,6 +1018,10 @@ def cmd_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
             model, request, progress=True, gradient_guidance=steer.gradient_guidance,
             gradient_scale=steer.gradient_scale, projection=steer.projection,
         )
+    if refiner is not None:
+        from gcd_core.polish import polish
+
+        structures = polish(structures, refiner, args.polish_noise, args.polish_steps)
     paths = write_structures(structures, args.out, args.format, one_file=args.one_file)
     for index, atoms in enumerate(structures):
         path = paths[0] if args.one_file else paths[index]

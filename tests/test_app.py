@@ -116,6 +116,7 @@ def test_generation_fills_results_and_frames(checkpoint: Path) -> None:
     assert settings.request(dashboard.model).resample_window == (0.0, 0.25)
     assert settings.request(dashboard.model).exclusion_distance is None
     assert settings.request(dashboard.model).min_bonds == 0 and not dashboard.settings_panel.prune_dangling.visible
+    assert not dashboard.settings_panel.polish_positions.visible  # carbon only
     dashboard.settings_panel.site_exclusion.value = True  # 0.65 of BCC W's bond length, a sqrt(3) / 2
     assert settings.request(dashboard.model).exclusion_distance == pytest.approx(0.65 * 3.165 * 3**0.5 / 2)
 
@@ -441,6 +442,14 @@ def test_carbon_mode_targets_guidance_results_and_bad_uploads(tmp_path: Path) ->
     assert len(run.rows) == 2 and set(run.rows[0]) <= set(app_state.CARBON_COLUMNS)
     assert len(run.spectra) == 2 and run.target_spectrum is not None
     assert dashboard.compare.spectra.object is not None
+    # positions polished by default; off, the same seeds give the decoder's own positions of the same atoms
+    assert settings.polish_positions and dashboard.settings_panel.polish_positions.visible
+    polished = [atoms.positions.copy() for atoms in run.structures]
+    dashboard.settings_panel.polish_positions.value = False
+    assert run.generate_blocking() == "done"
+    assert [len(atoms) for atoms in run.structures] == [len(p) for p in polished]
+    assert not any(np.allclose(atoms.positions, p) for atoms, p in zip(run.structures, polished, strict=True))
+    dashboard.settings_panel.polish_positions.value = True
 
     settings.param.update(target=None, spectrum_guidance=1.0)  # guidance without a target: a clear error
     assert run.generate_blocking() == "error" and "needs a target" in run.error

@@ -598,6 +598,17 @@ def test_generate_with_sp3_guidance(trained: Path, tmp_path: Path, capsys: pytes
     assert out.exists()
 
 
+def test_generate_polish_refuses_a_model_of_another_element(trained: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "g.extxyz"
+    argv = ["generate", str(trained / "model.pt"), "--out", str(out), "--cell", *map(str, CELL), *GEN, "--polish"]
+    assert main(argv) == 1  # the shipped refiner knows carbon; this model makes tungsten: refused before sampling
+    assert "trained on C only; this model makes W" in capsys.readouterr().err
+    assert main([*argv, "--polish-noise", "0.5"]) == 1
+    assert "within the trained" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_generate_with_bonding_guidance(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "g.extxyz"
     argv = ["generate", str(trained / "model.pt"), "--out", str(out), "--cell", *map(str, CELL), "--steps", "3",
