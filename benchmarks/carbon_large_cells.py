@@ -6,7 +6,8 @@ unconditional; optionally steered toward it by gradient guidance, ``--gradient``
 sp/sp2/sp3 fractions, mean coordination and the share of singly coordinated carbons. For scale, the last column
 gives the RDF distance of each held-out cell of that density from the same training cells (real cells, one each).
 The training cells are 10.7-14.2 A, so 24.5 A and 49 A are about 2x and 4x their edge; put the steering benchmark's
-12.264 A among the edges to see what the size alone changes.
+12.264 A among the edges to see what the size alone changes. ``--polish REFINER`` adds a row per box with positions
+polished by the atom-space refiner (``gcd_core.polish``).
 
     python benchmarks/carbon_large_cells.py assets/carbon_xanes.pt --edges 24.528 49.056 --device cpu
 """

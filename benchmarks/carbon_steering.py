@@ -9,7 +9,8 @@ the voxel grid (``--gradient``), gradient guidance toward the sp3 fraction the t
 (``--sp3``; ``gcd_core.physics.spectra.estimated_sp3``) and toward the sp / sp2 / sp3 fractions it indicates
 (``--bonding``; ``estimated_bonding``), alone and combined. Each row also gives the samples' sp / sp2 / sp3
 fractions and their RDF distance from the training cells of the target's density. Also prints unguided
-statistics against all training cells (RDF distance, coordination fractions).
+statistics against all training cells (RDF distance, coordination fractions). With ``--polish REFINER`` every row
+is given twice: as decoded, and with positions polished by the atom-space refiner (``gcd_core.polish``).
 
     python benchmarks/carbon_steering.py assets/carbon_xanes.pt --samples 8 --cfg 0 1 3 --gradient 0 30 \
         --device cuda
