@@ -802,8 +802,12 @@ class GenerationRun(param.Parameterized):
     def _final_updates(self, frame: Frame, request: GenerationRequest) -> dict[str, Any]:
         structures = decode_frame(self.model, frame, request)
         sample = min(max(self.preview_sample, 0), len(structures) - 1)
+        notes = {}
         if self.settings.amorphous and self.settings.polish_positions:
-            structures = polish(structures, load_position_refiner("cpu"))
+            try:
+                structures = polish(structures, load_position_refiner("cpu"))
+            except GCDError as exc:  # e.g. no refiner file: the decoded samples stay, and the page says why
+                notes["error"] = f"Positions not polished: {exc}"
         if self.settings.amorphous:
             forward = load_forward_model("cpu")
             rows, spectra = analyse_carbon(structures, forward, self.target_spectrum)
@@ -820,6 +824,7 @@ class GenerationRun(param.Parameterized):
             "preview_atoms": structures[sample] if structures else None,
             "preview_step": frame.step,
             "status": "done",
+            **notes,
         }
 
     def _decode_shown(self, request: GenerationRequest, sample: int) -> Atoms | None:

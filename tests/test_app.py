@@ -464,6 +464,16 @@ def test_carbon_mode_targets_guidance_results_and_bad_uploads(tmp_path: Path) ->
     assert settings.target_label == "uploaded mine.csv" and dashboard.error_message == ""
 
 
+def test_a_carbon_run_keeps_its_samples_when_the_refiner_is_missing(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(app_state, "DEFAULT_POLISH_MODEL", tmp_path / "gone.pt")
+    monkeypatch.setattr(app_state, "_REFINER", {})
+    dashboard = make_dashboard(_save_tiny_spectrum_model(tmp_path / "carbon.pt"), steps=10, samples=1)
+    dashboard.settings.box_edge = 9.6
+    assert dashboard.run.generate_blocking() == "done"
+    assert len(dashboard.run.structures) == 1 and len(dashboard.run.rows) == 1  # decoded, analysed, not lost
+    assert dashboard.run.error.startswith("Positions not polished:") and "gone.pt" in dashboard.run.error
+
+
 def test_carbon_results_count_two_bonded_and_dangling_carbons(ring_with_loose_ends) -> None:
     from gcd_core.checkpoint import DEFAULT_XANES_MODEL
     from gcd_core.physics.xanes import XanesForwardModel
