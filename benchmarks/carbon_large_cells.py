@@ -41,7 +41,7 @@ from gcd_core.representation.grid import GridStretchWarning
 
 
 def row(structures: list, train: list, held_out: list, forward: XanesForwardModel | None, target) -> str:
-    """The table's columns from atoms on: the structures against the training cells nearest their density."""
+    """The table's columns from density on: the structures against the training cells nearest their density."""
     density = float(np.mean([mass_density(a) for a in structures]))
     nearest = min({round(a.info["density"], 1) for a in train}, key=lambda d: abs(d - density))
     reference = [a for a in train if round(a.info["density"], 1) == nearest]
@@ -54,7 +54,7 @@ def row(structures: list, train: list, held_out: list, forward: XanesForwardMode
     singles = float(np.mean(np.concatenate([coordination_numbers(a) == 1 for a in structures])))
     error = f"{np.mean(spectral_error(forward, structures, target)):.3f}" if target is not None else "-"
     return (
-        f"{np.mean([len(a) for a in structures]):.0f} | {density:.2f} | {h.sp:.3f} / {h.sp2:.3f} / {h.sp3:.3f} | "
+        f"{density:.2f} | {h.sp:.3f} / {h.sp2:.3f} / {h.sp3:.3f} | "
         f"{h.mean_coordination:.2f} | {singles:.4f} | {error} | {nearest:.1f} ({len(reference)} cells): {ref_h.sp:.3f} "
         f"/ {ref_h.sp2:.3f} / {ref_h.sp3:.3f}, {ref_h.mean_coordination:.2f} | {distance:.3f} | "
         f"{', '.join(f'{v:.3f}' for v in yardstick) or '-'} |"
@@ -135,7 +135,7 @@ def main() -> None:
         f"Model {args.checkpoint}; {condition}; {sampler}; {args.samples} sample(s) per box; seed {args.seed}; "
         f"device {args.device} ({hardware})",
         "",
-        "| box (A) | grid | seconds | atoms | density | sp / sp2 / sp3 | mean coord. | sp1 share | spectral error | "
+        "| box (A) | grid | atoms | seconds | density | sp / sp2 / sp3 | mean coord. | sp1 share | spectral error | "
         "same-density training cells: density, sp / sp2 / sp3, mean coord. | RDF distance | held-out cells' RDF "
         "distance |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -168,8 +168,9 @@ def main() -> None:
             versions.append((" polished", polish(structures, refiner)))
             print(f"polished in {(time.perf_counter() - began) / args.samples:.1f} s per sample", flush=True)
         for suffix, shown in versions:
-            lines.append(f"| {edge:g}{suffix} | {shape[0]}^3 | {seconds:.1f} | " + row(shown, train, held_out, forward,
-                                                                                      target))
+            atoms = np.mean([len(a) for a in shown])
+            lines.append(f"| {edge:g}{suffix} | {shape[0]}^3 | {atoms:.0f} | {seconds:.1f} | "
+                         + row(shown, train, held_out, forward, target))
             print(lines[-1], flush=True)
     text = "\n".join(lines)
     print(text)
