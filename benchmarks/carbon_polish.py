@@ -89,7 +89,8 @@ def main() -> None:
         refiner, record = train_refiner(train, config, log_every=500)
         record.update({
             "command": "python " + " ".join(sys.argv),
-            "data": f"{args.data} (LLNL graphite demo data, MIT): the training split of split_by_structure",
+            "data": f"{'shared/data/a-C' if args.data.resolve() == DEFAULT_ROOT.resolve() else args.data}/train "
+                    "(LLNL graphite demo data, MIT): the training side of split_by_structure (whole cells held out)",
             "training_cells": sorted(a.info["name"] for a in train),
             "held_out_cells": sorted(a.info["name"] for a in held_out),
             "held_out_denoising": denoising_error(refiner, held_out),
