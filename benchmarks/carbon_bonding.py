@@ -19,8 +19,7 @@ from ase import Atoms
 from ase.io import read
 from ase.neighborlist import neighbor_list
 
-from gcd_core.physics import hybridisation, mass_density
-from gcd_core.physics.analysis import DEFAULT_BOND_CUTOFF
+from gcd_core.physics import bond_lengths, hybridisation, mass_density
 
 THIRD_NEIGHBOUR_BINS = (0.0, 1.75, 1.85, 2.05, 2.2, 2.4, 3.0)  # A
 
@@ -46,11 +45,6 @@ def third_neighbour_histogram(atoms: Atoms) -> np.ndarray:
             third[index] = mine[2]
     counts, _ = np.histogram(np.minimum(third, THIRD_NEIGHBOUR_BINS[-1] - 1e-9), bins=THIRD_NEIGHBOUR_BINS)
     return counts
-
-
-def bond_lengths(atoms: Atoms) -> np.ndarray:
-    """Every bond's length (A): pairs within the 1.85 A cutoff."""
-    return neighbor_list("d", atoms, DEFAULT_BOND_CUTOFF)
 
 
 def main(argv: list[str] | None = None) -> None:

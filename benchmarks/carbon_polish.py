@@ -27,11 +27,10 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import torch
-from ase.neighborlist import neighbor_list
 
 from gcd_core.data.amorphous import DEFAULT_ROOT, load_carbon_dataset, split_by_structure
 from gcd_core.physics.analysis import (
-    DEFAULT_BOND_CUTOFF,
+    bond_lengths,
     coordination_numbers,
     hybridisation,
     mass_density,
@@ -50,7 +49,7 @@ def nearest_density_cells(structures: list, cells: list) -> tuple[float, list]:
 
 
 def row(label: str, structures: list, train: list, held_out: list) -> str:
-    bonds = np.concatenate([neighbor_list("d", a, DEFAULT_BOND_CUTOFF) for a in structures])
+    bonds = bond_lengths(structures)
     h = hybridisation(structures)
     singles = sum(int((coordination_numbers(a) == 1).sum()) for a in structures) / sum(len(a) for a in structures)
     nearest, reference = nearest_density_cells(structures, train)
@@ -118,7 +117,7 @@ def main() -> None:
         noised.positions += 0.05 * rng.standard_normal(noised.positions.shape)
         polished = polish(noised, refiner, args.noise[0], args.steps[0])[0]
         clean_rdf = radial_distribution(atoms)
-        spreads = [neighbor_list("d", a, DEFAULT_BOND_CUTOFF).std() for a in (atoms, noised, polished)]
+        spreads = [bond_lengths(a).std() for a in (atoms, noised, polished)]
         print(f"| {atoms.info['name']} | " + ", ".join(f"{s:.3f}" for s in spreads) + " | "
               f"{rdf_distance(clean_rdf, radial_distribution(noised)):.3f}, "
               f"{rdf_distance(clean_rdf, radial_distribution(polished)):.3f} |")

@@ -12,6 +12,7 @@ from gcd_core.errors import GCDError
 from gcd_core.physics import (
     bond_angle_distribution,
     bond_angles,
+    bond_lengths,
     coordination_histogram,
     coordination_numbers,
     hybridisation,
@@ -51,6 +52,8 @@ def test_diamond_coordination_density_rdf_and_angles():
     rdf = radial_distribution(atoms, r_max=5.0, bin_width=0.02)
     assert rdf.first_peak() == pytest.approx(3.567 * np.sqrt(3) / 4, abs=0.02)  # 1.545 A
     assert np.allclose(bond_angles(atoms), 109.47, atol=0.01)
+    assert len(bond_lengths(atoms)) == 4 * len(atoms)  # four bonds per atom, each seen from both ends
+    assert np.allclose(bond_lengths([atoms, atoms]), 3.567 * np.sqrt(3) / 4)
     centres, density = bond_angle_distribution(atoms)
     assert centres[np.argmax(density)] == pytest.approx(109.47, abs=1.0)
     assert density.sum() * 2.0 == pytest.approx(1.0)  # a probability density per degree
@@ -63,6 +66,7 @@ def test_graphite_is_threefold_with_120_degree_angles():
     assert mass_density(atoms) == pytest.approx(2.26, abs=0.01)
     assert radial_distribution(atoms).first_peak() == pytest.approx(1.4226, abs=0.02)
     assert np.allclose(bond_angles(atoms), 120.0, atol=0.01)
+    assert np.allclose(bond_lengths(atoms), 1.4226, atol=0.001)
 
 
 @pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared/data is not beside this checkout")

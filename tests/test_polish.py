@@ -9,6 +9,7 @@ from ase import Atoms
 from ase.build import bulk
 
 from gcd_core.errors import GCDError
+from gcd_core.physics import bond_lengths
 from gcd_core.polish import SIGMA_RANGE, PositionRefiner, noise_levels, polish
 from gcd_core.training.polish import RefinerTrainConfig, denoising_error, train_refiner
 
@@ -53,13 +54,8 @@ def test_a_briefly_trained_refiner_moves_noised_atoms_back_toward_their_sites(tr
     clean = _diamond()
     noisy = _noised(clean, 0.08, 1)
     polished = polish(noisy, trained, 0.1, 6)[0]
-
-    def bond_spread(atoms: Atoms) -> float:
-        from ase.neighborlist import neighbor_list
-
-        return float(neighbor_list("d", atoms, 1.85).std())
-
-    assert bond_spread(polished) < 0.7 * bond_spread(noisy), (bond_spread(noisy), bond_spread(polished))
+    spread_noisy, spread_polished = bond_lengths(noisy).std(), bond_lengths(polished).std()
+    assert spread_polished < 0.7 * spread_noisy, (spread_noisy, spread_polished)
 
 
 def test_polish_keeps_every_atom_and_the_cell_and_is_deterministic(trained: PositionRefiner) -> None:

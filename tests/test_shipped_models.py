@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from gcd_core.data.amorphous import DEFAULT_ROOT
 from gcd_core.data.crystals import PHASES, SITE_EXCLUSION_BONDS, bond_length
 from gcd_core.generate import GenerationRequest, generate
 from gcd_core.model import GCDModel
@@ -152,15 +153,15 @@ def test_pruning_takes_out_the_shipped_carbon_models_dangling_carbons():
 
 
 def _bond_spread(structures: list) -> float:
-    from ase.neighborlist import neighbor_list
+    from gcd_core.physics import bond_lengths
 
-    return float(np.concatenate([neighbor_list("d", a, 1.85) for a in structures]).std())
+    return float(bond_lengths(structures).std())
 
 
 def test_the_shipped_refiner_polishes_the_carbon_models_samples_without_adding_or_removing_atoms():
     """Real cells' bonds spread about 0.085 A; the two unguided DDIM-20 samples' spread 0.149 A, and polished, the
-    same atoms' at least 0.01 A less (measured 0.138; samples of the dashboard's sampler: 0.11-0.13 -> 0.09-0.10,
-    benchmarks/results/carbon_polish_cpu.md)."""
+    same atoms' at least 0.01 A less (measured 0.138; the 24.5 A boxes of benchmarks/results/carbon_polish_cpu.md:
+    0.110-0.129 -> 0.082-0.106)."""
     from gcd_core.polish import PositionRefiner, polish
 
     plain, _, _, _ = _carbon_samples()
@@ -169,8 +170,7 @@ def test_the_shipped_refiner_polishes_the_carbon_models_samples_without_adding_o
     assert _bond_spread(polished) < _bond_spread(plain) - 0.01, (_bond_spread(plain), _bond_spread(polished))
 
 
-@pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "shared" / "data" / "a-C").is_dir(),
-                    reason="../shared/data is not beside this checkout")
+@pytest.mark.skipif(not DEFAULT_ROOT.is_dir(), reason="../shared/data is not beside this checkout")
 def test_the_shipped_refiner_gives_back_held_out_cells_noised_a_little():
     """Real cells the refiner never saw, every atom moved by 0.05 A noise: polished, the atoms lie closer to their
     clean places (RMS at most 0.8 of the noised one's; measured 0.70-0.76) and the bonds spread within 0.01 A of the

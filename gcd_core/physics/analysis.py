@@ -140,6 +140,13 @@ def hybridisation(structures: Atoms | Sequence[Atoms], cutoff: float = DEFAULT_B
     )
 
 
+def bond_lengths(structures: Atoms | Sequence[Atoms], cutoff: float = DEFAULT_BOND_CUTOFF) -> np.ndarray:
+    """Every bond's length (A), pooled over the structures: neighbours within ``cutoff``, each bond seen from both
+    ends (so the mean and spread are the bonds')."""
+    lengths = [neighbor_list("d", atoms, cutoff) for atoms in _as_list(structures)]
+    return np.concatenate(lengths) if lengths else np.zeros(0)
+
+
 def bond_angles(atoms: Atoms, cutoff: float = DEFAULT_BOND_CUTOFF) -> np.ndarray:
     """Every angle (degrees) between two bonds of the same atom, bonds being neighbours within ``cutoff``."""
     first, vectors = neighbor_list("iD", atoms, cutoff)
