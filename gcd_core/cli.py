@@ -968,10 +968,7 @@ def cmd_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
         noise_levels(args.polish_noise, args.polish_steps)  # out-of-range settings fail before sampling
         refiner = PositionRefiner.load(args.polish_model, device=device)
-        species = model.grid_for(args.label).species
-        if set(species) != {refiner.config["species"]}:
-            raise GCDError(f"--polish: the position refiner was trained on {refiner.config['species']} only; this "
-                           f"model makes {', '.join(species)}")
+        refiner.check_species(model.grid_for(args.label).species, holder="this model makes")
     from gcd_core.guidance import steering
 
     forward = None

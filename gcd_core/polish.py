@@ -85,6 +85,13 @@ class PositionRefiner(nn.Module):
         step = torch.zeros_like(positions).index_add_(0, first, w * vectors / distance[:, None])
         return step * sigma
 
+    def check_species(self, symbols: Sequence[str], holder: str = "this structure also holds") -> None:
+        """Refuse, by name, elements other than the one the refiner was trained on."""
+        other = sorted(set(symbols) - {self.config["species"]})
+        if other:
+            raise GCDError(f"the position refiner was trained on {self.config['species']} only; {holder} "
+                           f"{', '.join(other)}")
+
     # ----------------------------------------------------------------------------------------------- files
     def save(self, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
         write_checkpoint(path, {
@@ -132,10 +139,7 @@ def polish(
         cell = np.asarray(atoms.cell)
         if not np.allclose(cell, np.diag(np.diag(cell)), atol=1e-6) or not all(atoms.pbc):
             raise GCDError("polish needs a periodic orthorhombic cell with axes along x, y, z")
-        other = sorted(set(atoms.get_chemical_symbols()) - {refiner.config["species"]})
-        if other:
-            raise GCDError(f"the position refiner was trained on {refiner.config['species']} only; this structure "
-                           f"also holds {', '.join(other)}")
+        refiner.check_species(atoms.get_chemical_symbols())
         polished = atoms.copy()
         if len(atoms) > 1:
             lengths = torch.as_tensor(atoms.cell.lengths(), dtype=torch.float32, device=device)
