@@ -5,11 +5,14 @@ For each phase the model knows (its class labels, or the phase its metadata reco
 ``gcd_core.physics.judge_phase``: perfect = ideal atom count, the phase's spglib space group and every atom of
 the phase's type. With ``--baselines DIR`` the fixed-count point-cloud BASELINE (one checkpoint per phase,
 ``DIR/<phase>/pointcloud_baseline.pt``, from ``benchmarks/train_pointcloud_phases.py``) is sampled in the same
-cells with the ideal atom count and judged the same way. Jobs run in ``--workers`` processes of one torch thread
-each; seconds per sample are per thread. Prints one markdown table.
+cells with the ideal atom count and judged the same way. With ``--bragg-refine N`` the voxel model is also sampled
+with Bragg guidance (``gcd_core.guidance.bragg_refinement``: every clean estimate takes N Adam steps toward the
+phase's strong Bragg reflections), in its own columns; ``--guided-only`` leaves out the unguided voxel columns.
+Jobs run in ``--workers`` processes of one torch thread each; seconds per sample are per thread.
+Prints one markdown table.
 
     python benchmarks/crystal_success.py assets/crystal_phases.pt --baselines runs/baselines \\
-        --sizes 1 2 3 --samples 50 20 --workers 2
+        --sizes 1 2 3 --samples 50 20 --workers 2 [--bragg-refine 10]
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gcd_core.data.crystals import bond_length
+from gcd_core.data.crystals import bond_length, phase_reference
 from gcd_core.generate import GenerationRequest, generate, generate_frames
+from gcd_core.guidance import bragg_refinement
 from gcd_core.model import GCDModel
 from gcd_core.physics import judge_phase
 from gcd_core.representation import GridStretchWarning
@@ -34,7 +38,7 @@ from gcd_core.representation import GridStretchWarning
 
 @dataclass(frozen=True)
 class Job:
-    kind: str  # "voxel" or "baseline"
+    kind: str  # "voxel", "bragg" (the voxel model with Bragg guidance), "baseline" or "unconditional"
     phase: str
     label: str | None
     size: int
@@ -45,6 +49,16 @@ class Job:
     resample: int
     resample_window: tuple[float, float]
     exclusion: float  # x the phase's bond length; 0: off
+
+
+VOXEL_KINDS = ("voxel", "bragg")
+KIND_NAMES = {"voxel": "voxel", "bragg": "voxel + Bragg", "baseline": "baseline"}
+
+
+def table_kinds(args: argparse.Namespace) -> list[str]:
+    """The column groups of the table, in order."""
+    kinds = [] if args.guided_only else ["voxel"]
+    return kinds + (["bragg"] if args.bragg_refine else []) + (["baseline"] if args.baselines else [])
 
 
 def per_size(values: list, n: int):
@@ -85,7 +99,7 @@ def run_job(job: Job, args: argparse.Namespace) -> tuple[Job, list[dict], float]
     if job.kind == "unconditional":
         model = _load("voxel", lambda: GCDModel.load(args.checkpoint, device=args.device))
         structures = unconditional_samples(model, job, args)  # type: ignore[arg-type]
-    elif job.kind == "voxel":
+    elif job.kind in VOXEL_KINDS:
         model = _load("voxel", lambda: GCDModel.load(args.checkpoint, device=args.device))
         request = GenerationRequest(
             job.cell,
@@ -98,7 +112,12 @@ def run_job(job: Job, args: argparse.Namespace) -> tuple[Job, list[dict], float]
             label=job.label,
             exclusion_distance=job.exclusion * bond_length(job.phase) if job.exclusion else None,
         )
-        structures = generate(model, request)  # type: ignore[arg-type]
+        projection = None
+        if job.kind == "bragg":
+            grid = model.grid_for(job.label)  # type: ignore[attr-defined]
+            reference = phase_reference(job.phase, grid.nominal_edges, grid.species[0])
+            projection = bragg_refinement(grid, reference, job.cell, args.bragg_refine)
+        structures = generate(model, request, projection=projection)  # type: ignore[arg-type]
     else:
         from gcd_core.baselines import PointCloudBaseline
         from gcd_core.data.crystals import ideal_atom_count
@@ -170,6 +189,11 @@ def main() -> None:
          "times the phase's bond length the fuller stays; 0: off"),
     ):
         parser.add_argument(option, type=kind, nargs="+", default=[default], help=f"{text}, per size; the last repeats")
+    parser.add_argument(
+        "--bragg-refine", type=int, default=0, metavar="N",
+        help="also sample the voxel model with Bragg guidance, N Adam steps per clean estimate (measured: 10)",
+    )
+    parser.add_argument("--guided-only", action="store_true", help="with --bragg-refine: leave out the unguided voxel")
     parser.add_argument("--baselines", type=Path, help="directory of per-phase point-cloud baseline checkpoints")
     parser.add_argument("--baseline-steps", type=int, default=64, help="baseline Euler-Maruyama steps")
     parser.add_argument("--baseline-restarts", type=int, default=4, help="baseline restart rounds")
@@ -183,6 +207,8 @@ def main() -> None:
         "--unconditional", type=int, default=0, help="also this many unlabelled samples (phase-conditional models)"
     )
     args = parser.parse_args()
+    if args.guided_only and not args.bragg_refine:
+        parser.error("--guided-only needs --bragg-refine N")
 
     model = GCDModel.load(args.checkpoint, device=args.device)
     phases = [(p, label) for p, label in model_phases(model) if not args.phases or p in args.phases]
@@ -193,8 +219,7 @@ def main() -> None:
             count = per_size(args.samples, n)
             cell = tuple(float(v) for v in base_cell * size)
             budget = sampler_budget(args, n)
-            kinds = ["voxel"] + (["baseline"] if args.baselines else [])
-            for kind in kinds:
+            for kind in table_kinds(args):
                 for start in range(0, count, args.batch):
                     jobs.append(Job(kind, phase, label, size, cell, start, min(args.batch, count - start), *budget))
     if args.unconditional and model.conditioning.labels:
@@ -218,9 +243,11 @@ def main() -> None:
             results.setdefault((job.kind, job.phase, job.size), []).append((verdicts, seconds))
             print(f"done {job} in {seconds:.1f} s", file=sys.stderr, flush=True)
 
-    header = ["phase", "size", "cell (A)", "voxel: perfect", "voxel: mean abs. count error", "voxel: s/sample"]
-    if args.baselines:
-        header += ["baseline: perfect", "baseline: mean phase fraction", "baseline: s/sample"]
+    header = ["phase", "size", "cell (A)"]
+    for kind in table_kinds(args):
+        name = KIND_NAMES[kind]
+        second = "mean phase fraction" if kind == "baseline" else "mean abs. count error"
+        header += [f"{name}: perfect", f"{name}: {second}", f"{name}: s/sample"]
     sampling = ", ".join(
         f"{size}x {args.sampler.upper()} {steps} steps x resample {resample}"
         + (f" below t = {window[1]:g}" if window[1] < 1 else "")
@@ -233,6 +260,9 @@ def main() -> None:
     if args.device == "cpu":
         where = f"{args.workers} worker(s) x 1 thread"
     print(f"Model {args.checkpoint}: {sampling}, seed {args.seed}; {where}")
+    if args.bragg_refine:
+        print(f"voxel + Bragg: the same sampler, every clean estimate also {args.bragg_refine} Adam steps toward the "
+              "phase's strong Bragg reflections (|G| <= 4 1/A)")
     if args.baselines:
         print(
             f"Baseline {args.baselines}/<phase>: {args.baseline_steps} Euler-Maruyama steps + "
@@ -245,13 +275,13 @@ def main() -> None:
         base_cell = np.array(model.training_cell(label))
         for size in args.sizes:
             row = [phase, f"{size}x", "x".join(f"{v:.2f}" for v in base_cell * size)]
-            for kind in ["voxel"] + (["baseline"] if args.baselines else []):
+            for kind in table_kinds(args):
                 parts = results[(kind, phase, size)]
                 verdicts = [v for chunk, _ in parts for v in chunk]
                 seconds = sum(s for _, s in parts) / len(verdicts)
                 perfect = sum(v["perfect"] for v in verdicts)
                 row.append(f"{perfect}/{len(verdicts)} ({100 * perfect / len(verdicts):.0f} %)")
-                if kind == "voxel":
+                if kind in VOXEL_KINDS:
                     row.append(f"{np.mean([v['count_error'] for v in verdicts]):.3g}")
                 else:
                     row.append(f"{np.mean([v['fraction'] for v in verdicts]):.3g}")

@@ -17,9 +17,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from ase import Atoms
 
 from gcd_core.errors import GCDError
 from gcd_core.physics.analysis import DEFAULT_BOND_CUTOFF
+from gcd_core.physics.diffraction import (
+    BRAGG_MAX_WAVENUMBER,
+    bragg_reflections,
+    check_commensurate,
+    normalised_amplitudes,
+)
 from gcd_core.physics.spectra import ENERGY_GRID, estimated_bonding, estimated_sp3, normalise
 from gcd_core.physics.xanes import XanesForwardModel, periodic_pairs, switch
 from gcd_core.representation.grid import VoxelGrid
@@ -198,6 +205,35 @@ def bonding_guidance(
     return loss
 
 
+def bragg_guidance(
+    grid: VoxelGrid,
+    reference: Atoms,
+    cell_lengths: Sequence[float],
+    max_wavenumber: float = BRAGG_MAX_WAVENUMBER,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``x0_hat (model space) -> loss [B]``: how far the grid's normalised structure factors at the reference
+    crystal's strong reflections are from the reference's (mean squared difference; ``physics.diffraction``).
+    Zero for one grain of the reference lattice at any translation and with any vacancies, so it leaves the
+    atom count and the lattice's place to the model and only pulls grains out of register into one. The cell
+    must hold whole reference cells, in the reference's orientation."""
+    check_commensurate(reference, cell_lengths)
+    reflections = bragg_reflections(reference, max_wavenumber)
+    vectors, amplitudes = (torch.as_tensor(v, dtype=torch.float32) for v in reflections)
+
+    def loss(x0: torch.Tensor) -> torch.Tensor:
+        positions, occupancy = grid_sites(grid, x0.float(), cell_lengths, species=_only_species(grid))
+        shown = normalised_amplitudes(positions, occupancy, vectors.to(x0.device))
+        return ((shown - amplitudes.to(x0.device)) ** 2).mean(-1)
+
+    return loss
+
+
+def _only_species(grid: VoxelGrid) -> int:
+    if len(grid.species) != 1:
+        raise GCDError(f"Bragg guidance takes one-element grids, this one holds {', '.join(grid.species)}")
+    return 0
+
+
 def _max_sites(cell_lengths: Sequence[float]) -> int:
     return max(1, int(MAX_SITES_PER_A3 * float(np.prod(cell_lengths))))
 
@@ -228,6 +264,9 @@ def combined(
 # estimate at noise times up to 0.5 takes 20 Adam steps of the sp3 loss, beside gradient guidance at scale 200
 SP3_REFINE_STEPS = 20
 SP3_REFINE_BELOW = 0.5
+# Bragg guidance is measured as a refinement of every clean estimate (10 Adam steps at every noise time; gradient
+# guidance through the network at scale 10 did nothing): benchmarks/results/crystal_bragg_guidance_cpu.md
+BRAGG_REFINE_STEPS = 10
 # Bonding guidance is measured at scale 100 without refinement: refining toward the bonding loss left 2.2 % singly
 # bonded carbons at the 1.5 g/cm3 target, and did not help at 3.5 (benchmarks/results/carbon_bonding_guidance_cpu.md)
 BONDING_SCALE = 100.0
@@ -260,6 +299,14 @@ class EstimateRefinement:
                 self.loss(x).sum().backward()
                 optimiser.step()
         return x.detach().clamp(-1, 1)
+
+
+def bragg_refinement(
+    grid: VoxelGrid, reference: Atoms, cell_lengths: Sequence[float], iterations: int = BRAGG_REFINE_STEPS
+) -> EstimateRefinement:
+    """The measured Bragg recipe as a projection for :func:`gcd_core.generate.generate_frames`: every clean
+    estimate takes ``iterations`` Adam steps of :func:`bragg_guidance` toward ``reference``'s reflections."""
+    return EstimateRefinement(bragg_guidance(grid, reference, cell_lengths), iterations=iterations, below=1.0)
 
 
 def relative_error(spectrum: np.ndarray, target: np.ndarray) -> float:

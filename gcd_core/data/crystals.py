@@ -120,6 +120,15 @@ def phase_voxel_size(phase: str, a: float | None = None, c: float | None = None)
     return tuple(float(v / n) for v, n in zip(lengths, VOXELS_PER_CELL[phase], strict=True))  # type: ignore
 
 
+def phase_reference(phase: str, voxel_edges: Sequence[float], element: str | None = None) -> Atoms:
+    """The conventional cell of ``phase`` that voxels of these edges were laid on (``VOXELS_PER_CELL`` of them
+    per cell edge): the reference crystal of a model's class, for Bragg guidance."""
+    if phase not in PHASES:
+        raise GCDError(f"Bragg guidance needs a crystal phase label, one of {sorted(PHASES)}; got {phase!r}")
+    lengths = [float(e) * n for e, n in zip(voxel_edges, VOXELS_PER_CELL[phase], strict=True)]
+    return conventional_cell(phase, element, a=lengths[0], c=lengths[2] if phase == "hcp" else None)
+
+
 def training_supercell(phase: str, multiple: int = 1) -> tuple[int, int, int]:
     """The supercell of the phase's training cell, ``multiple`` times larger along every edge."""
     if phase not in PHASES:
