@@ -41,7 +41,7 @@ from gcd_core.checkpoint import (
 )
 from gcd_core.data.amorphous import DANGLING_MIN_BONDS
 from gcd_core.data.bicrystal import GB_SYSTEMS, gb_density
-from gcd_core.data.crystals import PHASES, SITE_EXCLUSION_BONDS, bond_length, ideal_atom_count
+from gcd_core.data.crystals import PHASES, SITE_EXCLUSION_BONDS, bond_length, ideal_atom_count, phase_reference
 from gcd_core.data.gb_search import GBSearchSettings, read_search_summary, relax_gb
 from gcd_core.data.gb_windows import gb_window
 from gcd_core.device import resolve_device
@@ -64,7 +64,15 @@ from gcd_core.grain_boundaries import (
     gb_frames,
     gb_template,
 )
-from gcd_core.guidance import BONDING_SCALE, SP3_REFINE_STEPS, Steering, relative_error, steering
+from gcd_core.guidance import (
+    BONDING_SCALE,
+    BRAGG_REFINE_STEPS,
+    SP3_REFINE_STEPS,
+    Steering,
+    bragg_refinement,
+    relative_error,
+    steering,
+)
 from gcd_core.io import sample_name, write_structures
 from gcd_core.model import GCDModel
 from gcd_core.physics import hybridisation, judge_phase, mass_density, space_group
@@ -418,6 +426,13 @@ class GenerationSettings(param.Parameterized):
         "becomes one atom (README, Crystals).",
     )
 
+    bragg_guidance = param.Boolean(
+        default=False,
+        doc=f"Crystals: every clean estimate also takes {BRAGG_REFINE_STEPS} Adam steps toward the phase's strong "
+        "Bragg reflections, which pulls grains out of register into one; the atom count and where the lattice sits "
+        "stay the model's (README, Crystals).",
+    )
+
     phase = param.Selector(
         default=None, objects=[None], allow_None=True,
         doc="Class of a phase-conditional model; None samples unconditionally (classifier-free).",
@@ -552,6 +567,9 @@ class GenerationSettings(param.Parameterized):
                 raise GCDError("site exclusion needs a crystal phase (its bond length sets the distance): pick a "
                                "phase or untick site exclusion")
             exclusion = SITE_EXCLUSION_BONDS * bond_length(reference.phase, a=reference.a, c=reference.c)
+        if self.bragg_guidance and not self.amorphous and reference_of(model, self.phase).phase is None:
+            raise GCDError("Bragg guidance needs a crystal phase (its reflections are the target): pick a phase or "
+                           "untick Bragg guidance")
         vector = None
         if self.amorphous and self.target_spectrum is not None:
             vector = conditioning_vector(self.target_spectrum)
@@ -685,6 +703,13 @@ class GenerationRun(param.Parameterized):
         self._request = request
         target = self.settings.target_spectrum if self.settings.amorphous else None
         self._steering = Steering()
+        if self.settings.bragg_guidance and not self.settings.amorphous:
+            try:  # a model whose training cell is no whole number of its phase's cells is refused here
+                reference = phase_reference(self.reference.phase, self._grid)  # type: ignore[arg-type]
+                self._steering = Steering(projection=bragg_refinement(self._grid, reference, request.cell_lengths))
+            except GCDError as exc:
+                self.param.update(status="error", error=str(exc))
+                return None
         if target is not None:
             spectrum_scale, sp3_scale = self.settings.spectrum_guidance, self.settings.sp3_guidance
             self._steering = steering(

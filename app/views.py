@@ -148,6 +148,10 @@ class SettingsPanel(RunControls):
             settings.param.site_exclusion, name="Site exclusion (one atom per split site)",
             visible=not settings.amorphous,
         )
+        self.bragg_guidance = pn.widgets.Checkbox.from_param(
+            settings.param.bragg_guidance, name="Bragg guidance (one grain of the phase)",
+            visible=not settings.amorphous,
+        )
         self.phase = pn.widgets.Select(
             label="Phase",
             options={**{label: label for label in labels}, "any (unconditional)": None},
@@ -268,6 +272,7 @@ class SettingsPanel(RunControls):
             self.resample,
             self.resample_late_only,
             self.site_exclusion,
+            self.bragg_guidance,
             self.prune_dangling,
             self.polish_positions,
             self.guidance,

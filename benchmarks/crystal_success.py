@@ -7,7 +7,8 @@ the phase's type. With ``--baselines DIR`` the fixed-count point-cloud BASELINE 
 ``DIR/<phase>/pointcloud_baseline.pt``, from ``benchmarks/train_pointcloud_phases.py``) is sampled in the same
 cells with the ideal atom count and judged the same way. With ``--bragg-refine N`` the voxel model is also sampled
 with Bragg guidance (``gcd_core.guidance.bragg_refinement``: every clean estimate takes N Adam steps toward the
-phase's strong Bragg reflections), in its own columns; ``--guided-only`` leaves out the unguided voxel columns.
+phase's strong Bragg reflections), in its own columns, and so is the baseline with ``--baselines`` (its clean
+estimates, Tweedie's, take the same steps); ``--guided-only`` leaves out the unguided columns.
 Jobs run in ``--workers`` processes of one torch thread each; seconds per sample are per thread.
 Prints one markdown table.
 
@@ -38,7 +39,7 @@ from gcd_core.representation import GridStretchWarning
 
 @dataclass(frozen=True)
 class Job:
-    kind: str  # "voxel", "bragg" (the voxel model with Bragg guidance), "baseline" or "unconditional"
+    kind: str  # "voxel", "bragg" (the voxel model with Bragg guidance), "baseline", "baseline-bragg", "unconditional"
     phase: str
     label: str | None
     size: int
@@ -52,13 +53,17 @@ class Job:
 
 
 VOXEL_KINDS = ("voxel", "bragg")
-KIND_NAMES = {"voxel": "voxel", "bragg": "voxel + Bragg", "baseline": "baseline"}
+BASELINE_KINDS = ("baseline", "baseline-bragg")
+KIND_NAMES = {"voxel": "voxel", "bragg": "voxel + Bragg", "baseline": "baseline", "baseline-bragg": "baseline + Bragg"}
 
 
 def table_kinds(args: argparse.Namespace) -> list[str]:
     """The column groups of the table, in order."""
-    kinds = [] if args.guided_only else ["voxel"]
-    return kinds + (["bragg"] if args.bragg_refine else []) + (["baseline"] if args.baselines else [])
+    kinds = []
+    for plain, guided, wanted in (("voxel", "bragg", True), ("baseline", "baseline-bragg", bool(args.baselines))):
+        if wanted:
+            kinds += ([] if args.guided_only else [plain]) + ([guided] if args.bragg_refine else [])
+    return kinds
 
 
 def per_size(values: list, n: int):
@@ -115,12 +120,12 @@ def run_job(job: Job, args: argparse.Namespace) -> tuple[Job, list[dict], float]
         projection = None
         if job.kind == "bragg":
             grid = model.grid_for(job.label)  # type: ignore[attr-defined]
-            reference = phase_reference(job.phase, grid.nominal_edges, grid.species[0])
-            projection = bragg_refinement(grid, reference, job.cell, args.bragg_refine)
+            projection = bragg_refinement(grid, phase_reference(job.phase, grid), job.cell, args.bragg_refine)
         structures = generate(model, request, projection=projection)  # type: ignore[arg-type]
     else:
         from gcd_core.baselines import PointCloudBaseline
-        from gcd_core.data.crystals import ideal_atom_count
+        from gcd_core.data.crystals import conventional_cell, ideal_atom_count
+        from gcd_core.guidance import bragg_refinement_of_positions
 
         path = args.baselines / job.phase / "pointcloud_baseline.pt"
         waited = time.perf_counter()
@@ -134,6 +139,8 @@ def run_job(job: Job, args: argparse.Namespace) -> tuple[Job, list[dict], float]
             steps=args.baseline_steps,
             restarts=args.baseline_restarts,
             seed=args.seed + 1000 + job.start,
+            estimate_refinement=bragg_refinement_of_positions(conventional_cell(job.phase), job.cell, args.bragg_refine)
+            if job.kind == "baseline-bragg" else None,
         )
     seconds = time.perf_counter() - began
     if job.kind == "unconditional":
@@ -228,7 +235,7 @@ def main() -> None:
             jobs.append(Job("unconditional", "any", None, 1, tuple(model.training_cell(None)), start, count,
                             *sampler_budget(args, 0)))
     # the voxel model's jobs first (baselines may still be training), each kind largest first to balance workers
-    jobs.sort(key=lambda j: (j.kind == "baseline", -np.prod(j.cell) * j.count))
+    jobs.sort(key=lambda j: (j.kind in BASELINE_KINDS, -np.prod(j.cell) * j.count))
     results: dict[tuple[str, str, int], list] = {}
     started = time.perf_counter()
     if args.workers > 1:
@@ -246,7 +253,7 @@ def main() -> None:
     header = ["phase", "size", "cell (A)"]
     for kind in table_kinds(args):
         name = KIND_NAMES[kind]
-        second = "mean phase fraction" if kind == "baseline" else "mean abs. count error"
+        second = "mean phase fraction" if kind in BASELINE_KINDS else "mean abs. count error"
         header += [f"{name}: perfect", f"{name}: {second}", f"{name}: s/sample"]
     sampling = ", ".join(
         f"{size}x {args.sampler.upper()} {steps} steps x resample {resample}"

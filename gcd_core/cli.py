@@ -462,6 +462,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--bond-cutoff", type=_positive_float, metavar="A", help="longest bond (A) for --min-bonds (default 1.85: C)"
     )
+    p.add_argument(
+        "--bragg-refine",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="crystals: N Adam steps per clean estimate toward the strong Bragg reflections of the --label phase, "
+        "which pull grains out of register into one (measured: 10); 0: off",
+    )
     polish = p.add_argument_group("atom-space polish (carbon)")
     polish.add_argument(
         "--polish",
@@ -922,6 +930,19 @@ def _requested_cell(args: argparse.Namespace, model: Any) -> tuple[float, float,
     return tuple(float(c) * n for c, n in zip(base, _three(args.supercell), strict=True))  # type: ignore[return-value]
 
 
+def _bragg_refinement(model: Any, label: str | None, cell: Sequence[float], iterations: int) -> Any:
+    """Bragg guidance toward the reflections of the phase of ``label`` (or of a one-phase model's metadata)."""
+    from gcd_core.data.crystals import phase_reference
+    from gcd_core.guidance import bragg_refinement
+
+    data = model.metadata.get("data") if isinstance(model.metadata.get("data"), dict) else {}
+    phase = label or model.metadata.get("phase") or data.get("phase")
+    if phase is None:
+        raise GCDError("--bragg-refine needs --label PHASE: the crystal whose Bragg reflections to guide toward")
+    grid = model.grid_for(label)
+    return bragg_refinement(grid, phase_reference(phase, grid), cell, iterations)
+
+
 def cmd_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """``gcd generate``: sample structures and write them."""
     from gcd_core.device import resolve_device
@@ -962,6 +983,7 @@ def cmd_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if (args.bonding_guidance or args.bonding_refine) and target is None and args.target_bonding is None:
         raise GCDError("bonding guidance needs --target-bonding SP SP2 SP3, or a target spectrum to read them from")
     model.conditioning_tensors(1, args.label, vector)  # a bad label or vector fails here, before sampling
+    bragg = _bragg_refinement(model, args.label, cell, args.bragg_refine) if args.bragg_refine else None
     refiner = None
     if args.polish:
         from gcd_core.polish import PositionRefiner, noise_levels
@@ -1013,7 +1035,7 @@ def cmd_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         warnings.simplefilter("ignore", GridStretchWarning)
         structures = generate(
             model, request, progress=True, gradient_guidance=steer.gradient_guidance,
-            gradient_scale=steer.gradient_scale, projection=steer.projection,
+            gradient_scale=steer.gradient_scale, projection=bragg if bragg is not None else steer.projection,
         )
     if refiner is not None:
         from gcd_core.polish import polish

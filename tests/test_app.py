@@ -121,6 +121,25 @@ def test_generation_fills_results_and_frames(checkpoint: Path) -> None:
     assert settings.request(dashboard.model).exclusion_distance == pytest.approx(0.65 * 3.165 * 3**0.5 / 2)
 
 
+def test_bragg_guidance_refines_every_estimate_of_a_crystal_run(checkpoint: Path, monkeypatch) -> None:
+    dashboard = make_dashboard(checkpoint, steps=10, samples=1)
+    assert dashboard.settings_panel.bragg_guidance.visible and not dashboard.settings.bragg_guidance
+    refined: list[float] = []
+    original = app_state.bragg_refinement
+
+    def counting(*args, **kwargs):
+        refinement = original(*args, **kwargs)
+        loss = refinement.loss
+        refinement.loss = lambda x0: refined.append(1.0) or loss(x0)
+        return refinement
+
+    monkeypatch.setattr(app_state, "bragg_refinement", counting)
+    dashboard.settings_panel.bragg_guidance.value = True
+    assert dashboard.run.generate_blocking() == "done"
+    assert len(refined) == 10 * app_state.BRAGG_REFINE_STEPS  # every step's estimate, every Adam step
+    assert len(dashboard.run.structures) == 1
+
+
 def test_site_exclusion_without_a_known_phase_is_refused_by_name() -> None:
     model = GCDModel(
         UNet3D(in_channels=4, out_channels=4, base_channels=8), VoxelGrid(("Cu",), 0.90375), CosineSchedule(), "x0",
@@ -131,6 +150,9 @@ def test_site_exclusion_without_a_known_phase_is_refused_by_name() -> None:
     assert settings.request(model).exclusion_distance is None
     settings.site_exclusion = True
     with pytest.raises(app_state.GCDError, match="site exclusion needs a crystal phase"):
+        settings.request(model)
+    settings.param.update(site_exclusion=False, bragg_guidance=True)
+    with pytest.raises(app_state.GCDError, match="Bragg guidance needs a crystal phase"):
         settings.request(model)
 
 
@@ -416,6 +438,7 @@ def test_carbon_mode_targets_guidance_results_and_bad_uploads(tmp_path: Path) ->
     assert settings.resample == 4 and settings.resample_late_only  # carbon's default: the late steps repeated
     assert settings.request(run.model).resample_window == app_state.LATE_RESAMPLE_WINDOW
     assert dashboard.settings_panel.prune_dangling.visible and not dashboard.settings_panel.site_exclusion.visible
+    assert not dashboard.settings_panel.bragg_guidance.visible
     assert settings.request(run.model).min_bonds == 2  # carbon's default: dangling carbons pruned
     dashboard.settings_panel.prune_dangling.value = False
     assert settings.request(run.model).min_bonds == 0

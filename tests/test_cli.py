@@ -587,6 +587,23 @@ def test_generate_with_site_exclusion(trained: Path, tmp_path: Path) -> None:
     assert main([*argv[:-4], "--exclusion-distance", "0", "--one-file"]) == 2
 
 
+def test_generate_with_bragg_guidance(trained: Path, labelled: Path, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture) -> None:
+    """``--bragg-refine`` guides toward the reflections of the model's phase (here BCC W, from its metadata); a
+    class that is not a crystal phase, or a cell of no whole number of its cells, is refused by name."""
+    out = tmp_path / "b.extxyz"
+    argv = ["generate", str(trained / "model.pt"), "--out", str(out), "--cell", *map(str, CELL), *GEN,
+            "--bragg-refine", "2", "--one-file"]
+    assert main(argv) == 0
+    assert len(ase.io.read(out, index=":")) == 2
+    assert main([*argv[:5], "7", "7", "7", *argv[8:], "--fit-grid"]) == 1  # 2.2 BCC cells on stretched voxels
+    assert "whole reference cells" in capsys.readouterr().err
+    argv = ["generate", str(labelled / "model.pt"), "--out", str(out), "--supercell", "1", "--label", "right",
+            *GEN, "--bragg-refine", "2"]
+    assert main(argv) == 1
+    assert "needs a crystal phase label" in capsys.readouterr().err
+
+
 def test_generate_with_sp3_guidance(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "g.extxyz"
     argv = ["generate", str(trained / "model.pt"), "--out", str(out), "--cell", *map(str, CELL), "--steps", "3",

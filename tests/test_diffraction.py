@@ -56,7 +56,7 @@ def test_a_cell_that_is_not_whole_reference_cells_is_refused_by_name():
     with pytest.raises(GCDError, match="whole reference cells"):
         bragg_order(atoms, conventional_cell("fcc"))
     with pytest.raises(GCDError, match="phase label"):
-        phase_reference("amorphous", (0.8, 0.8, 0.8))
+        phase_reference("amorphous", VoxelGrid(("C",), 0.8))
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def hcp_grid():
 
 
 def test_bragg_loss_is_zero_for_an_encoded_crystal_and_positive_for_a_domain_wall(hcp_grid):
-    reference = phase_reference("hcp", hcp_grid.nominal_edges, "Mg")
+    reference = phase_reference("hcp", hcp_grid)
     atoms = crystal("hcp", (2, 4, 2))
     lengths = atoms.cell.lengths()
     loss = bragg_guidance(hcp_grid, reference, lengths)
@@ -82,7 +82,7 @@ def test_bragg_refinement_favours_the_grain_in_register_with_the_rest(hcp_grid):
     the same lattice shifted by a third of the cell along y (a stacking domain) holds 0.5. Ten Adam steps of
     the Bragg loss raise the sites in register with the decided half and lower the others (measured: 0.60 and
     0.40), and leave the decided half as it was."""
-    reference = phase_reference("hcp", hcp_grid.nominal_edges, "Mg")
+    reference = phase_reference("hcp", hcp_grid)
     atoms = crystal("hcp", (2, 4, 2))
     lengths = atoms.cell.lengths()
     upper = atoms.positions[:, 1] >= lengths[1] / 2

@@ -203,6 +203,25 @@ def test_sampler_is_seeded_keeps_the_count_and_stays_in_the_cell():
         model.sample(cell, 0, steps=2)
 
 
+def test_bragg_refinement_of_the_clean_estimate_orders_the_baselines_samples():
+    """The voxel sampler's Bragg refinement, given to the baseline (its clean estimates, Tweedie's): an untrained
+    tiny net's 16 W atoms come out far more ordered on the BCC lattice than without it, and still seeded."""
+    from gcd_core.data.crystals import conventional_cell
+    from gcd_core.guidance import bragg_refinement_of_positions
+    from gcd_core.physics.diffraction import bragg_order
+
+    model = _tiny_baseline()
+    reference = conventional_cell("bcc")
+    cell = (6.33, 6.33, 6.33)
+    refinement = bragg_refinement_of_positions(reference, cell)
+    plain = model.sample(cell, 16, num_samples=2, steps=16, seed=3)
+    guided = model.sample(cell, 16, num_samples=2, steps=16, seed=3, estimate_refinement=refinement)
+    again = model.sample(cell, 16, num_samples=2, steps=16, seed=3, estimate_refinement=refinement)
+    for a, b, c in zip(plain, guided, again, strict=True):
+        assert bragg_order(a, reference) < 0.5 < 0.8 < bragg_order(b, reference)
+        np.testing.assert_array_equal(b.positions, c.positions)
+
+
 def test_save_load_round_trip_with_weights_only(tmp_path):
     model = _tiny_baseline(seed=3)
     model.metadata["note"] = "baseline"

@@ -373,6 +373,7 @@ class PointCloudBaseline:
         restart_t: float = 0.4,
         restart_steps: int = 25,
         integrator: str = "exact-variance",
+        estimate_refinement: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> Iterator[PointCloudFrame]:
         """Yield one frame per Euler-Maruyama step of the reverse VE SDE (BASELINE sampler).
 
@@ -387,6 +388,10 @@ class PointCloudBaseline:
         perfect crystal P1. "exact-variance" (default) integrates g^2 over each step instead, i.e. uses
         sigma_i^2 - sigma_{i+1}^2 (the "reverse diffusion" predictor of Song et al. 2021): the same SDE to first
         order, stable at the last step.
+
+        ``estimate_refinement`` (clean positions ``[B, N, 3]`` and times ``[B]`` -> refined positions, e.g.
+        ``gcd_core.guidance.bragg_refinement_of_positions``) moves every step's clean estimate (Tweedie's,
+        ``x + sigma^2 score``) and the step follows the moved one: the voxel sampler's refinement, like for like.
         """
         lengths = [float(v) for v in cell_lengths]
         if len(lengths) != 3 or min(lengths) <= 0:
@@ -431,6 +436,11 @@ class PointCloudBaseline:
                         else:  # the integral of g^2 over the step
                             variance = self.sigma_max**2 * (t * t - t_next * t_next)
                         score = self.score(x, box, torch.full((num_samples,), t, device=device), species, batch)
+                        if estimate_refinement is not None:
+                            variance_t = (self.sigma_max * t) ** 2
+                            estimate = (x + variance_t * score).reshape(num_samples, n_atoms, 3)
+                            refined = estimate_refinement(estimate, torch.full((num_samples,), t, device=device))
+                            score = score + (refined - estimate).reshape(-1, 3) / variance_t
                         x = x + variance * score
                         if n < len(ts) - 2:
                             noise = torch.randn(x.shape, device=device, generator=generator)
@@ -455,11 +465,13 @@ class PointCloudBaseline:
         restart_t: float = 0.4,
         restart_steps: int = 25,
         integrator: str = "exact-variance",
+        estimate_refinement: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> list[Atoms]:
         """Generate ``num_samples`` structures of exactly ``n_atoms`` atoms (BASELINE; see :meth:`sample_frames`)."""
         last = None
         for last in self.sample_frames(  # noqa: B007 (only the final frame is wanted)
-            cell_lengths, n_atoms, num_samples, steps, restarts, seed, numbers, restart_t, restart_steps, integrator
+            cell_lengths, n_atoms, num_samples, steps, restarts, seed, numbers, restart_t, restart_steps, integrator,
+            estimate_refinement,
         ):
             pass
         assert last is not None  # steps >= 1 is checked above

@@ -10,6 +10,7 @@ from ase import Atoms
 from ase.build import bulk
 
 from gcd_core.errors import GCDError
+from gcd_core.representation.grid import VoxelGrid
 
 
 @dataclass(frozen=True)
@@ -120,13 +121,13 @@ def phase_voxel_size(phase: str, a: float | None = None, c: float | None = None)
     return tuple(float(v / n) for v, n in zip(lengths, VOXELS_PER_CELL[phase], strict=True))  # type: ignore
 
 
-def phase_reference(phase: str, voxel_edges: Sequence[float], element: str | None = None) -> Atoms:
-    """The conventional cell of ``phase`` that voxels of these edges were laid on (``VOXELS_PER_CELL`` of them
-    per cell edge): the reference crystal of a model's class, for Bragg guidance."""
+def phase_reference(phase: str, grid: VoxelGrid) -> Atoms:
+    """The conventional cell of ``phase`` that ``grid``'s voxels were laid on (``VOXELS_PER_CELL`` of them per
+    cell edge, its element): a model class's reference crystal, for Bragg guidance."""
     if phase not in PHASES:
         raise GCDError(f"Bragg guidance needs a crystal phase label, one of {sorted(PHASES)}; got {phase!r}")
-    lengths = [float(e) * n for e, n in zip(voxel_edges, VOXELS_PER_CELL[phase], strict=True)]
-    return conventional_cell(phase, element, a=lengths[0], c=lengths[2] if phase == "hcp" else None)
+    lengths = [float(e) * n for e, n in zip(grid.nominal_edges, VOXELS_PER_CELL[phase], strict=True)]
+    return conventional_cell(phase, grid.species[0], a=lengths[0], c=lengths[2] if phase == "hcp" else None)
 
 
 def training_supercell(phase: str, multiple: int = 1) -> tuple[int, int, int]:
