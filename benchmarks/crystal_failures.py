@@ -6,14 +6,17 @@ Generates ``--samples`` cells of ``phase`` in one batch (seed ``--seed``, the sa
 ``benchmarks/crystal_success.py --batch N``), judges each with ``judge_phase`` and prints, for every imperfect one:
 its atom count against the ideal; the spglib space group at symprec 0.05-0.4 A (a group that becomes the phase's at
 a looser tolerance means slightly misplaced atoms, not a defect); the fraction of atoms of the phase's structure
-type (stacking errors and domain walls lower it); and the closest pair of atoms against the bulk
-nearest-neighbour distance (an atom doubled across neighbouring voxels shows as a pair well under it); and the
-decoded occupancies of the atoms in such pairs (closer than 0.75 of that distance) against the lowest of the rest
-(a site whose occupancy the model split over two voxels shows as two halves just over the 0.5 threshold).
+type (stacking errors and domain walls lower it); its Bragg order (``gcd_core.physics.diffraction.bragg_order``: 1
+for one grain of the lattice, vacancies or not; grains out of register with each other lower it); the closest pair
+of atoms against the bulk nearest-neighbour distance (an atom doubled across neighbouring voxels shows as a pair
+well under it); and the decoded occupancies of the atoms in such pairs (closer than 0.75 of that distance) against
+the lowest of the rest (a site whose occupancy the model split over two voxels shows as two halves just over the
+0.5 threshold).
 Last, over all samples, where the lattice sits inside its voxels: every atom of an ideal crystal shares one offset
 from its voxel's centre, and the training cells are translated at random, so each axis's |offset| averages 0.25
 voxel there; near 0.5 a site lies on a voxel face, between two voxels.
 
+``--bragg-refine N`` samples with Bragg guidance (N Adam steps per clean estimate toward the phase's reflections).
 ``--without-estimate`` samples a self-conditioned model (``gcd train --self-condition``) with its previous-estimate
 input held at zero, as in the half of its training batches that have none: what reading its own estimate adds.
 """
@@ -28,10 +31,12 @@ import numpy as np
 import torch
 from ase.neighborlist import neighbor_list
 
-from gcd_core.data.crystals import bond_length
+from gcd_core.data.crystals import bond_length, phase_reference
 from gcd_core.generate import GenerationRequest, generate
+from gcd_core.guidance import bragg_refinement
 from gcd_core.model import GCDModel
 from gcd_core.physics import judge_phase
+from gcd_core.physics.diffraction import bragg_order
 from gcd_core.physics.symmetry import space_group
 from gcd_core.representation import GridStretchWarning
 
@@ -57,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--exclusion-below", type=float, default=0.3, help="... at noise times t <= this")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bragg-refine", type=int, default=0, metavar="N", help="Bragg guidance: N Adam steps")
     parser.add_argument(
         "--without-estimate",
         action="store_true",
@@ -81,10 +87,15 @@ def main(argv: list[str] | None = None) -> int:
                                 guidance_scale=args.guidance_scale,
                                 exclusion_distance=args.exclusion and args.exclusion * bond_length(args.phase),
                                 exclusion_below=args.exclusion_below)
+    grid = model.grid_for(args.phase)
+    reference = phase_reference(args.phase, grid)
+    projection = bragg_refinement(grid, reference, cell, args.bragg_refine) if args.bragg_refine else None
     began = time.perf_counter()
-    structures = generate(model, request)
+    structures = generate(model, request, projection=projection)
     seconds = (time.perf_counter() - began) / args.samples
     estimate = ", without its estimate" if args.without_estimate else ""
+    if args.bragg_refine:
+        estimate += f", Bragg guidance ({args.bragg_refine} Adam steps per estimate)"
     if args.exclusion:
         estimate += f", site exclusion {args.exclusion:g} x bond below t = {args.exclusion_below:g}"
     window = "" if tuple(args.resample_window) == (0.0, 1.0) else " for t in [{:g}, {:g}]".format(*args.resample_window)
@@ -93,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     bulk_distance = bond_length(args.phase)
     voxel_edges = model.grid_for(args.phase).nominal_edges
     print(f"{'sample':>6} {'atoms':>9} {'groups at symprec ' + ' / '.join(f'{s:g}' for s in SYMPRECS):>40} "
-          f"{'phase type':>10} {'closest pair (A)':>16} {'occupancy: paired / rest':>25}")
+          f"{'phase type':>10} {'Bragg order':>11} {'closest pair (A)':>16} {'occupancy: paired / rest':>25}")
     perfect, count_errors, offsets = 0, [], []
     for index, atoms in enumerate(structures):
         verdict = judge_phase(atoms, args.phase)
@@ -106,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         first, distances = neighbor_list("id", atoms, 4.0)
         closest = float(distances.min()) if len(distances) else float("nan")
         occupancies = _occupancies(atoms, first, distances, bulk_distance)
+        order = bragg_order(atoms, reference)
         print(f"{index:6d} {len(atoms):4d} / {round(verdict.ideal_atoms):<4d} {groups:>40} "
-              f"{verdict.target_fraction:10.2f} {closest:16.2f} {occupancies:>25}")
+              f"{verdict.target_fraction:10.2f} {order:11.2f} {closest:16.2f} {occupancies:>25}")
     print(f"perfect {perfect}/{args.samples}; mean abs. count error {np.mean(count_errors):.2f}")
     located = [o for o in offsets if o is not None]
     mean_offset = " / ".join(f"{v:.2f}" for v in np.abs(located).mean(axis=0)) if located else "-"
