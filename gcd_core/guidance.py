@@ -1,4 +1,5 @@
-"""Gradient guidance on the voxel grid: toward a target XANES spectrum, an sp3 fraction, or sp / sp2 / sp3 fractions.
+"""Guidance on the voxel grid: toward a target XANES spectrum, an sp3 fraction, sp / sp2 / sp3 fractions, or a
+crystal's Bragg reflections.
 
 The sampler's clean estimate is read as weighted candidate sites (every voxel at its corner plus its offset,
 weighted by its occupancy). For a spectrum, the forward model gives their weighted-mean spectrum, and the relative
@@ -6,8 +7,10 @@ spectral error ``||A(x0) - y|| / ||y||`` is the loss whose gradient the ``Denois
 its square, as in posterior-sampling guidance, so the push does not fade as the spectrum gets close). For sp3, a
 soft count of four-bonded sites is the loss's (``sp3_guidance``), and for the whole bonding the distance of the
 soft sp / sp2 / sp3 fractions from a target's (``bonding_guidance``); ``EstimateRefinement`` also moves late clean
-estimates down a loss directly. Losses are weighted by the box volume (``box_weight``), so a scale means the same in
-any box; ``steering`` builds the whole set from a target and its scales.
+estimates down a loss directly; Bragg guidance (``bragg_guidance``, ``bragg_refinement``) is such a refinement
+toward the single-crystal structure factors of a phase. The carbon losses are weighted by the box volume
+(``box_weight``), so a scale means the same in any box; ``steering`` builds the whole set from a target and its
+scales.
 """
 
 from __future__ import annotations
