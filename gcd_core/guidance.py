@@ -285,9 +285,12 @@ def combined(
 # estimate at noise times up to 0.5 takes 20 Adam steps of the sp3 loss, beside gradient guidance at scale 200
 SP3_REFINE_STEPS = 20
 SP3_REFINE_BELOW = 0.5
-# Bragg guidance is measured as a refinement of every clean estimate (10 Adam steps at every noise time; gradient
-# guidance through the network at scale 10 did nothing): benchmarks/results/crystal_bragg_guidance_cpu.md
+# Bragg guidance is measured as a refinement of every clean estimate above noise time 0.1 (10 Adam steps; gradient
+# guidance through the network at scale 10 did nothing). The last steps are the network's own: Adam's steps keep
+# their size however small the gradient, and to the end they left FCC at 3x in a smooth pattern of shifts under
+# 0.05 A that spglib reads as P-1 (benchmarks/results/crystal_bragg_guidance_cpu.md)
 BRAGG_REFINE_STEPS = 10
+BRAGG_REFINE_ABOVE = 0.1
 # Bonding guidance is measured at scale 100 without refinement: refining toward the bonding loss left 2.2 % singly
 # bonded carbons at the 1.5 g/cm3 target, and did not help at 3.5 (benchmarks/results/carbon_bonding_guidance_cpu.md)
 BONDING_SCALE = 100.0
@@ -295,24 +298,25 @@ BONDING_SCALE = 100.0
 
 @dataclass
 class EstimateRefinement:
-    """A projection ``(x0, t) -> x0`` for :func:`gcd_core.generate.generate_frames`: at noise times up to ``below``
-    each clean estimate takes ``iterations`` Adam steps (``lr``, in the estimate's units) down ``loss`` itself,
-    without the network in the loop. Gradient guidance through the network pushes the noisy grid; this moves the
-    estimate the sampler steps toward, so late, local geometry (bond lengths, a fourth neighbour) follows the loss
-    directly."""
+    """A projection ``(x0, t) -> x0`` for :func:`gcd_core.generate.generate_frames`: at noise times above ``above``
+    and up to ``below`` each clean estimate takes ``iterations`` Adam steps (``lr``, in the estimate's units) down
+    ``loss`` itself, without the network in the loop. Gradient guidance through the network pushes the noisy grid;
+    this moves the estimate the sampler steps toward, so late, local geometry (bond lengths, a fourth neighbour)
+    follows the loss directly."""
 
     loss: Callable[[torch.Tensor], torch.Tensor]
     iterations: int = 10
     lr: float = 0.02
     below: float = 0.3
     bounds: tuple[float, float] | None = (-1.0, 1.0)  # the model space's; None for positions
+    above: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.iterations < 0 or self.lr <= 0 or not 0 < self.below <= 1:
+        if self.iterations < 0 or self.lr <= 0 or not 0 <= self.above < self.below <= 1:
             raise GCDError(f"refinement needs iterations >= 0, lr > 0 and 0 < below <= 1, got {self}")
 
     def __call__(self, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if self.iterations == 0 or float(t.max()) > self.below:
+        if self.iterations == 0 or not self.above < float(t.max()) <= self.below:
             return x0
         x = x0.detach().clone().requires_grad_(True)
         optimiser = torch.optim.Adam([x], lr=self.lr)
@@ -328,8 +332,10 @@ def bragg_refinement(
     grid: VoxelGrid, reference: Atoms, cell_lengths: Sequence[float], iterations: int = BRAGG_REFINE_STEPS
 ) -> EstimateRefinement:
     """The measured Bragg recipe as a projection for :func:`gcd_core.generate.generate_frames`: every clean
-    estimate takes ``iterations`` Adam steps of :func:`bragg_guidance` toward ``reference``'s reflections."""
-    return EstimateRefinement(bragg_guidance(grid, reference, cell_lengths), iterations=iterations, below=1.0)
+    estimate above noise time 0.1 takes ``iterations`` Adam steps of :func:`bragg_guidance` toward ``reference``'s
+    reflections."""
+    loss = bragg_guidance(grid, reference, cell_lengths)
+    return EstimateRefinement(loss, iterations=iterations, below=1.0, above=BRAGG_REFINE_ABOVE)
 
 
 # Adam's step (A) for the baseline's positions: of 0.003, 0.01, 0.03, 0.1 and 0.3 A, 0.1 left the baseline's FCC
@@ -341,9 +347,11 @@ def bragg_refinement_of_positions(
     reference: Atoms, cell_lengths: Sequence[float], iterations: int = BRAGG_REFINE_STEPS
 ) -> EstimateRefinement:
     """The Bragg recipe for clean estimates of atom positions ``[B, N, 3]`` (the point-cloud baseline's):
-    ``iterations`` Adam steps of :func:`bragg_position_loss` at every noise time."""
+    ``iterations`` Adam steps of :func:`bragg_position_loss` above noise time 0.1."""
     loss = bragg_position_loss(reference, cell_lengths)
-    return EstimateRefinement(loss, iterations=iterations, lr=BRAGG_POSITION_LR, below=1.0, bounds=None)
+    return EstimateRefinement(
+        loss, iterations=iterations, lr=BRAGG_POSITION_LR, below=1.0, bounds=None, above=BRAGG_REFINE_ABOVE
+    )
 
 
 def relative_error(spectrum: np.ndarray, target: np.ndarray) -> float:
