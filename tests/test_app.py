@@ -33,6 +33,7 @@ import app.state as app_state  # noqa: E402
 from app.views import Dashboard  # noqa: E402
 from gcd_core.data.crystals import crystal  # noqa: E402
 from gcd_core.diffusion.schedules import CosineSchedule  # noqa: E402
+from gcd_core.guidance import BRAGG_REFINE_ABOVE  # noqa: E402
 from gcd_core.model import GCDModel  # noqa: E402
 from gcd_core.nn.unet import UNet3D  # noqa: E402
 from gcd_core.representation.grid import VoxelGrid  # noqa: E402
@@ -122,7 +123,7 @@ def test_generation_fills_results_and_frames(checkpoint: Path) -> None:
 
 
 def test_bragg_guidance_refines_every_estimate_of_a_crystal_run(checkpoint: Path, monkeypatch) -> None:
-    dashboard = make_dashboard(checkpoint, steps=10, samples=1)
+    dashboard = make_dashboard(checkpoint, steps=20, samples=1)
     assert dashboard.settings_panel.bragg_guidance.visible and not dashboard.settings.bragg_guidance
     refined: list[float] = []
     original = app_state.bragg_refinement
@@ -136,8 +137,10 @@ def test_bragg_guidance_refines_every_estimate_of_a_crystal_run(checkpoint: Path
     monkeypatch.setattr(app_state, "bragg_refinement", counting)
     dashboard.settings_panel.bragg_guidance.value = True
     assert dashboard.run.generate_blocking() == "done"
-    # every Adam step of every estimate above t = 0.1: 9 of the 10 steps' (the last is the network's own)
-    assert len(refined) == 9 * app_state.BRAGG_REFINE_STEPS
+    # every Adam step of every estimate above t = 0.1; the last ones are the network's own
+    times = dashboard.model.schedule.timesteps(20)[:-1].float()  # as the sampler passes them
+    above = sum(float(t) > BRAGG_REFINE_ABOVE for t in times)
+    assert len(refined) == above * app_state.BRAGG_REFINE_STEPS and 0 < above < 20
     assert len(dashboard.run.structures) == 1
 
 
