@@ -66,6 +66,7 @@ from gcd_core.grain_boundaries import (
 )
 from gcd_core.guidance import (
     BONDING_SCALE,
+    BRAGG_REFINE_ABOVE,
     BRAGG_REFINE_STEPS,
     SP3_REFINE_STEPS,
     Steering,
@@ -428,9 +429,9 @@ class GenerationSettings(param.Parameterized):
 
     bragg_guidance = param.Boolean(
         default=False,
-        doc=f"Crystals: every clean estimate also takes {BRAGG_REFINE_STEPS} Adam steps toward the phase's strong "
-        "Bragg reflections, which pulls grains out of register into one; the atom count and where the lattice sits "
-        "stay the model's (README, Crystals).",
+        doc=f"Crystals: every clean estimate above noise time {BRAGG_REFINE_ABOVE:g} also takes {BRAGG_REFINE_STEPS} "
+        "Adam steps toward the phase's strong Bragg reflections, which pulls grains out of register into one; the "
+        "atom count and where the lattice sits stay the model's (README, Crystals).",
     )
 
     phase = param.Selector(

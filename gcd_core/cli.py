@@ -467,8 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative_int,
         default=0,
         metavar="N",
-        help="crystals: N Adam steps per clean estimate toward the strong Bragg reflections of the --label phase, "
-        "which pull grains out of register into one (measured: 10); 0: off",
+        help="crystals: N Adam steps per clean estimate (above noise time 0.1) toward the strong Bragg reflections of "
+        "the --label phase, which pull grains out of register into one (measured: 10); 0: off",
     )
     polish = p.add_argument_group("atom-space polish (carbon)")
     polish.add_argument(
