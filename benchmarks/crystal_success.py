@@ -200,7 +200,7 @@ def main() -> None:
         "--bragg-refine", type=int, default=0, metavar="N",
         help="also sample the voxel model with Bragg guidance, N Adam steps per clean estimate (measured: 10)",
     )
-    parser.add_argument("--guided-only", action="store_true", help="with --bragg-refine: leave out the unguided voxel")
+    parser.add_argument("--guided-only", action="store_true", help="with --bragg-refine: no unguided columns")
     parser.add_argument("--baselines", type=Path, help="directory of per-phase point-cloud baseline checkpoints")
     parser.add_argument("--baseline-steps", type=int, default=64, help="baseline Euler-Maruyama steps")
     parser.add_argument("--baseline-restarts", type=int, default=4, help="baseline restart rounds")
@@ -268,8 +268,8 @@ def main() -> None:
         where = f"{args.workers} worker(s) x 1 thread"
     print(f"Model {args.checkpoint}: {sampling}, seed {args.seed}; {where}")
     if args.bragg_refine:
-        print(f"voxel + Bragg: the same sampler, every clean estimate also {args.bragg_refine} Adam steps toward the "
-              "phase's strong Bragg reflections (|G| <= 4 1/A)")
+        print(f"+ Bragg: the same sampler, every clean estimate above noise time 0.1 also {args.bragg_refine} Adam "
+              "steps toward the phase's strong Bragg reflections (|G| <= 4 1/A)")
     if args.baselines:
         print(
             f"Baseline {args.baselines}/<phase>: {args.baseline_steps} Euler-Maruyama steps + "
