@@ -7,8 +7,9 @@ fraction beside the target's, and the share of singly coordinated carbons. Setti
 guidance scales (``--cfg``; 0 is the unconditional model), gradient guidance through the forward model on
 the voxel grid (``--gradient``), gradient guidance toward the sp3 fraction the target's pi* peak indicates
 (``--sp3``; ``gcd_core.physics.spectra.estimated_sp3``) and toward the sp / sp2 / sp3 fractions it indicates
-(``--bonding``; ``estimated_bonding``), alone and combined. Each row also gives the samples' sp / sp2 / sp3
-fractions and their RDF distance from the training cells of the target's density. Also prints unguided
+(``--bonding``; ``estimated_bonding``), alone and combined. Each row also gives the samples' density range and
+lowest sp3 (a goal may be per sample), their pooled sp / sp2 / sp3 fractions and share of over-bonded (five or
+more bonds) carbons, and their RDF distance from the training cells of the target's density. Also prints unguided
 statistics against all training cells (RDF distance, coordination fractions). With ``--polish REFINER`` every row
 is given twice: as decoded, and with positions polished by the atom-space refiner (``gcd_core.polish``).
 
@@ -66,8 +67,11 @@ def summarise(
         "atoms": float(np.mean([len(a) for a in kept])) if kept else float("nan"),
         "density": float(np.mean(densities)) if kept else float("nan"),
         "density_sd": float(np.std(densities)) if kept else float("nan"),
+        "density_range": f"{min(densities):.2f}-{max(densities):.2f}" if kept else "-",
         "sp3": float(np.mean(sp3)) if kept else float("nan"),
         "sp3_sd": float(np.std(sp3)) if kept else float("nan"),
+        "sp3_lowest": min(sp3) if kept else float("nan"),
+        "over": bonding.over if kept else float("nan"),
         "sp1": float(np.mean(singles)) if kept else float("nan"),
         "bonding": f"{bonding.sp:.2f} / {bonding.sp2:.2f} / {bonding.sp3:.2f}" if kept else "-",
         "rdf": rdf_distance(radial_distribution(reference), radial_distribution(kept)) if kept else float("nan"),
@@ -164,8 +168,9 @@ def main() -> None:
         f"{args.sampler.upper()} {args.steps} steps{budget_note(args)}; seed {args.seed}; device {args.device}",
         "",
         "| target | target density | target sp3 (from pi*) | cfg | gradient | sp3 gradient | bonding gradient | atoms "
-        "| density | sp3 | sp / sp2 / sp3 (target's) | RDF distance | sp1 share | spectral error | failed | s/sample |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| density (range) | sp3 (lowest) | sp / sp2 / sp3 (target's) | over-bonded share | RDF distance | sp1 share "
+        "| spectral error | failed | s/sample |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     unguided: list = []
     started = time.perf_counter()
@@ -205,9 +210,11 @@ def main() -> None:
                 lines.append(
                     f"| {target_atoms.info['name']}{suffix} | {target_atoms.info['density']:.2f} "
                     f"| {target_atoms.info['sp3']:.2f} ({goal_sp3:.2f}) | {cfg:g} | {gradient:g} | {sp3_scale:g} "
-                    f"| {bonding_scale:g} | {s['atoms']:.0f} | {s['density']:.2f} ± {s['density_sd']:.2f} "
-                    f"| {s['sp3']:.2f} ± {s['sp3_sd']:.2f} "
-                    f"| {s['bonding']} ({goal.sp:.2f} / {goal.sp2:.2f} / {goal.sp3:.2f}) | {s['rdf']:.3f} "
+                    f"| {bonding_scale:g} | {s['atoms']:.0f} "
+                    f"| {s['density']:.2f} ± {s['density_sd']:.2f} ({s['density_range']}) "
+                    f"| {s['sp3']:.2f} ± {s['sp3_sd']:.2f} ({s['sp3_lowest']:.2f}) "
+                    f"| {s['bonding']} ({goal.sp:.2f} / {goal.sp2:.2f} / {goal.sp3:.2f}) | {s['over']:.3f} "
+                    f"| {s['rdf']:.3f} "
                     f"| {s['sp1']:.3f} | {s['error']:.3f} | {s['failed']} "
                     f"| {seconds:.2f} |"
                 )
