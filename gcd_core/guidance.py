@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -49,12 +48,9 @@ REFERENCE_BOX_EDGE = 12.264
 # The soft bond counts of the carbon losses fade a bond out over this width (A), centred on the bond cutoff.
 BOND_FADE = 0.3
 # sp3 guidance fades over twice that (1.55-2.15 A about 1.85): in dense samples under the 0.3 A fade, the missing
-# fourth neighbour of a three-bonded carbon sat at 2.02-2.26 A (median 2.13), beyond 2.0, and felt no pull; with
-# 0.6 sp3 at the 3.5 g/cm3 target rose from 0.80 to 0.82-0.85 (benchmarks/results/carbon_sp3_guidance_cpu.md)
+# fourth neighbour of a three-bonded carbon sat at 2.02-2.26 A (median 2.13), beyond 2.0, and felt no pull
+# (benchmarks/results/carbon_sp3_guidance_cpu.md, session 26)
 SP3_BOND_FADE = 0.6
-# The wider fade also reaches fifth neighbours: over-bonded sites rose from 3-5 % to 7-13 % (the cells: 0.9 %). The
-# sp3 loss's over-bonded term (weight 1) pushes them back out: 2-5 %, and sp3 0.81-0.88 (same file)
-SP3_OVER_BONDED = 1.0
 
 
 def box_weight(cell_lengths: Sequence[float]) -> float:
@@ -116,14 +112,6 @@ def spectrum_guidance(
     return loss
 
 
-class SoftBonds(NamedTuple):
-    """Soft bond counts of one sample's candidate sites (see :func:`_soft_coordination`)."""
-
-    coordination: torch.Tensor  # occupancy-weighted: gradients move sites and fill or empty their neighbours
-    occupancy: torch.Tensor
-    by_position: torch.Tensor  # the same count with occupancies held constant: gradients only move sites
-
-
 def _soft_coordination(
     grid: VoxelGrid,
     x0: torch.Tensor,
@@ -131,14 +119,14 @@ def _soft_coordination(
     bond_cutoff: float,
     min_occupancy: float,
     fade: float = BOND_FADE,
-) -> list[SoftBonds | None]:
-    """Per sample of a batch: the soft bond counts of its candidate sites above ``min_occupancy``, or None when it
-    has none. A site's coordination is the occupancy-weighted count of sites within ``bond_cutoff``, faded over
-    ``fade`` (A) centred on it, so positions have gradients."""
+) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+    """Per sample of a batch: (soft coordination, occupancy) of its candidate sites above ``min_occupancy``, or
+    None when it has none. A site's coordination is the occupancy-weighted count of sites within ``bond_cutoff``,
+    faded over ``fade`` (A) centred on it, so positions have gradients."""
     positions, occupancy = grid_sites(grid, x0.float(), cell_lengths)
     lengths = torch.as_tensor(cell_lengths, dtype=torch.float32)
     outer = bond_cutoff + fade / 2
-    found: list[SoftBonds | None] = []
+    found: list[tuple[torch.Tensor, torch.Tensor] | None] = []
     for b in range(x0.shape[0]):
         sites, weights = _fullest(positions[b], occupancy[b], _max_sites(cell_lengths))
         candidates = weights > min_occupancy
@@ -146,11 +134,9 @@ def _soft_coordination(
             found.append(None)
             continue
         i, j, vectors = periodic_pairs(sites, lengths.to(sites.device), outer, candidates)
-        bond = switch(vectors.norm(dim=-1), outer, fade)
-        zeros = torch.zeros(len(sites), device=sites.device, dtype=sites.dtype)
-        coordination = zeros.index_add(0, i, weights[j] * bond)
-        by_position = zeros.index_add(0, i, weights.detach()[j] * bond)
-        found.append(SoftBonds(coordination[candidates], weights[candidates], by_position[candidates]))
+        bonds = weights[j] * switch(vectors.norm(dim=-1), outer, fade)
+        coordination = torch.zeros(len(sites), device=sites.device, dtype=sites.dtype).index_add(0, i, bonds)
+        found.append((coordination[candidates], weights[candidates]))
     return found
 
 
@@ -161,7 +147,6 @@ def sp3_guidance(
     bond_cutoff: float = DEFAULT_BOND_CUTOFF,
     min_occupancy: float = GUIDANCE_MIN_OCCUPANCY,
     fade: float = SP3_BOND_FADE,
-    over_bonded: float = SP3_OVER_BONDED,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``x0_hat (model space) -> loss [B]``: how far the grid's soft sp3 fraction lies below ``target_sp3``, times
     :func:`box_weight`.
@@ -172,16 +157,12 @@ def sp3_guidance(
 
     Coordination as in :func:`_soft_coordination`, bonds faded over ``fade`` (A) about ``bond_cutoff``; a site's
     sp3 share is a smooth bump around four bonds, scaled so that exactly four full bonds count 1; the fraction is
-    the occupancy-weighted mean over candidate sites. Plus ``over_bonded`` times the soft share of sites with five
-    or more bonds, counted with occupancies held constant, so that a fifth neighbour is pushed out rather than
-    emptied (emptying them thinned the 3.5 g/cm3 samples to 2.9 g/cm3).
+    the occupancy-weighted mean over candidate sites.
     """
     if not 0 <= target_sp3 <= 1:
         raise GCDError(f"target_sp3 must lie in [0, 1], got {target_sp3}")
     if fade <= 0:
         raise GCDError(f"fade must be positive (A), got {fade}")
-    if over_bonded < 0:
-        raise GCDError(f"over_bonded cannot be negative, got {over_bonded}")
     full_sp3 = float(_four_bonds(torch.tensor(4.0)))
     weight = box_weight(cell_lengths)
 
@@ -191,11 +172,9 @@ def sp3_guidance(
             if found is None:
                 losses.append(x0.sum() * 0.0)  # nothing placed yet: no push
                 continue
-            w = found.occupancy
-            fraction = (w * _four_bonds(found.coordination)).sum() / (w.sum() * full_sp3)
-            held = w.detach()
-            over = (held * _five_or_more(found.by_position)).sum() / held.sum()
-            losses.append(weight * (torch.relu(target_sp3 - fraction) + over_bonded * over))
+            coordination, w = found
+            fraction = (w * _four_bonds(coordination)).sum() / (w.sum() * full_sp3)
+            losses.append(weight * torch.relu(target_sp3 - fraction))
         return torch.stack(losses)
 
     return loss
@@ -230,9 +209,8 @@ def bonding_guidance(
             if found is None:
                 losses.append(x0.sum() * 0.0)
                 continue
-            coordination, w = found.coordination, found.occupancy
-            two, three = (torch.sigmoid((coordination - n) / 0.15) for n in (2.5, 3.5))  # above n
-            four = _five_or_more(coordination)
+            coordination, w = found
+            two, three, four = (torch.sigmoid((coordination - n) / 0.15) for n in (2.5, 3.5, 4.5))  # above n
             shares = (1 - two, two * (1 - three), two * three * (1 - four), two * three * four)  # they sum to 1
             fractions = [(w * share).sum() / w.sum() for share in shares]
             losses.append(weight * sum((f - g).abs() for f, g in zip(fractions, (*goal, 0.0), strict=True)))
@@ -301,11 +279,6 @@ def _fullest(positions: torch.Tensor, occupancy: torch.Tensor, count: int) -> tu
 def _four_bonds(coordination: torch.Tensor) -> torch.Tensor:
     """A smooth bump: about 1 for a coordination of four, about 0 for three or five."""
     return torch.sigmoid((coordination - 3.5) / 0.15) * torch.sigmoid((4.5 - coordination) / 0.15)
-
-
-def _five_or_more(coordination: torch.Tensor) -> torch.Tensor:
-    """A smooth step: about 1 for a coordination of five or more, about 0 for four or less."""
-    return torch.sigmoid((coordination - 4.5) / 0.15)
 
 
 def combined(
