@@ -212,7 +212,7 @@ def main() -> None:
                     f"| {target_atoms.info['sp3']:.2f} ({goal_sp3:.2f}) | {cfg:g} | {gradient:g} | {sp3_scale:g} "
                     f"| {bonding_scale:g} | {s['atoms']:.0f} "
                     f"| {s['density']:.2f} ± {s['density_sd']:.2f} ({s['density_range']}) "
-                    f"| {s['sp3']:.2f} ± {s['sp3_sd']:.2f} ({s['sp3_lowest']:.2f}) "
+                    f"| {s['sp3']:.2f} ± {s['sp3_sd']:.2f} ({s['sp3_lowest']:.3f}) "
                     f"| {s['bonding']} ({goal.sp:.2f} / {goal.sp2:.2f} / {goal.sp3:.2f}) | {s['over']:.3f} "
                     f"| {s['rdf']:.3f} "
                     f"| {s['sp1']:.3f} | {s['error']:.3f} | {s['failed']} "

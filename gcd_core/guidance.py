@@ -49,7 +49,7 @@ REFERENCE_BOX_EDGE = 12.264
 BOND_FADE = 0.3
 # sp3 guidance fades over twice that (1.55-2.15 A about 1.85): in dense samples under the 0.3 A fade, the missing
 # fourth neighbour of a three-bonded carbon sat at 2.02-2.26 A (median 2.13), beyond 2.0, and felt no pull
-# (benchmarks/results/carbon_sp3_guidance_cpu.md, session 26)
+# (benchmarks/results/carbon_sp3_fade_cpu.md)
 SP3_BOND_FADE = 0.6
 
 
