@@ -104,6 +104,28 @@ def test_soft_sp3_fraction_of_an_encoded_cell_is_its_sp3_fraction(cells, name):
         sp3_guidance(grid, 0.5, lengths, fade=0)
 
 
+def test_sp3_loss_pulls_a_fourth_neighbour_at_2_1_a_that_the_narrow_fade_leaves_alone():
+    """Why sp3 guidance fades its bonds over 0.6 A: in dense samples a three-bonded carbon's missing fourth neighbour
+    sits near 2.1 A. Under the default fade that neighbour's offsets get a gradient; under 0.3 A (1.7-2.0 A) none."""
+    from ase import Atoms
+
+    from gcd_core.guidance import sp3_guidance
+
+    bonds = [[1.5, 0, 0], [-0.75, 1.3, 0], [-0.75, -1.3, 0]]  # three bonds of 1.5 A in a plane
+    far = [0, 0, 2.1]  # the fourth neighbour, out of range of the narrow fade
+    atoms = Atoms("C5", positions=np.array([[0, 0, 0], *bonds, far]) + 6.0, cell=[12.264] * 3, pbc=True)
+    grid = VoxelGrid(("C",), VOXEL)
+    lengths = atoms.cell.lengths()
+    index = tuple(int(v) for v in (atoms.positions[4] / (12.264 / 28)).astype(int))
+    pulls = []
+    for fade in (None, 0.3):
+        x = encoded(atoms, grid).requires_grad_(True)
+        loss = sp3_guidance(grid, 1.0, lengths) if fade is None else sp3_guidance(grid, 1.0, lengths, fade=fade)
+        loss(x).sum().backward()
+        pulls.append(float(x.grad[0, grid.offset_channels(0), index[0], index[1], index[2]].abs().sum()))
+    assert pulls[0] > 1e-4 and pulls[1] == 0, pulls
+
+
 @pytest.mark.parametrize("name", ["d1.5_2", "d2.5_2", "d3.5_2"])
 def test_bonding_loss_of_an_encoded_cell_is_its_distance_from_the_target_fractions(cells, name):
     """On a clean cell the soft fractions read its real ones: the loss toward them is near 0, and toward all-sp3
