@@ -31,7 +31,7 @@ import torch
 
 from gcd_core.data.crystals import bond_length, phase_reference
 from gcd_core.generate import GenerationRequest, generate, generate_frames
-from gcd_core.guidance import bragg_refinement
+from gcd_core.guidance import BRAGG_REFINE_ABOVE, bragg_refinement
 from gcd_core.model import GCDModel
 from gcd_core.physics import judge_phase
 from gcd_core.representation import GridStretchWarning
@@ -268,8 +268,8 @@ def main() -> None:
         where = f"{args.workers} worker(s) x 1 thread"
     print(f"Model {args.checkpoint}: {sampling}, seed {args.seed}; {where}")
     if args.bragg_refine:
-        print(f"+ Bragg: the same sampler, every clean estimate above noise time 0.1 also {args.bragg_refine} Adam "
-              "steps toward the phase's strong Bragg reflections (|G| <= 4 1/A)")
+        print(f"+ Bragg: the same sampler, every clean estimate above noise time {BRAGG_REFINE_ABOVE:g} also "
+              f"{args.bragg_refine} Adam steps toward the phase's strong Bragg reflections (|G| <= 4 1/A)")
     if args.baselines:
         print(
             f"Baseline {args.baselines}/<phase>: {args.baseline_steps} Euler-Maruyama steps + "

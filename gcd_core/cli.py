@@ -24,6 +24,7 @@ import numpy as np
 from gcd_core import __version__
 from gcd_core.checkpoint import DEFAULT_CRYSTAL_MODEL, DEFAULT_POLISH_MODEL, DEFAULT_XANES_MODEL
 from gcd_core.errors import GCDError
+from gcd_core.guidance import BRAGG_REFINE_ABOVE, SP3_REFINE_BELOW
 from gcd_core.polish import POLISH_NOISE, POLISH_STEPS
 
 PROG = "gcd"
@@ -402,8 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative_int,
         default=0,
         metavar="N",
-        help="also N Adam steps of the sp3 loss on each clean estimate at noise times up to 0.5 (measured: 20 with "
-        "--sp3-guidance 200)",
+        help=f"also N Adam steps of the sp3 loss on each clean estimate at noise times up to {SP3_REFINE_BELOW:g} "
+        "(measured: 20 with --sp3-guidance 200)",
     )
     target.add_argument(
         "--target-sp3", type=_unit_interval, metavar="F", help="the sp3 fraction to guide to, instead of the estimate"
@@ -467,8 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative_int,
         default=0,
         metavar="N",
-        help="crystals: N Adam steps per clean estimate (above noise time 0.1) toward the strong Bragg reflections of "
-        "the --label phase, which pull grains out of register into one (measured: 10); 0: off",
+        help=f"crystals: N Adam steps per clean estimate (above noise time {BRAGG_REFINE_ABOVE:g}) toward the strong "
+        "Bragg reflections of the --label phase, which pull grains out of register into one (measured: 10); 0: off",
     )
     polish = p.add_argument_group("atom-space polish (carbon)")
     polish.add_argument(

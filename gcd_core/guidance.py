@@ -324,7 +324,7 @@ class EstimateRefinement:
 
     def __post_init__(self) -> None:
         if self.iterations < 0 or self.lr <= 0 or not 0 <= self.above < self.below <= 1:
-            raise GCDError(f"refinement needs iterations >= 0, lr > 0 and 0 < below <= 1, got {self}")
+            raise GCDError(f"refinement needs iterations >= 0, lr > 0 and 0 <= above < below <= 1, got {self}")
 
     def __call__(self, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.iterations == 0 or not self.above < float(t.max()) <= self.below:

@@ -116,12 +116,11 @@ def test_sp3_loss_pulls_a_fourth_neighbour_at_2_1_a_that_the_narrow_fade_leaves_
     atoms = Atoms("C5", positions=np.array([[0, 0, 0], *bonds, far]) + 6.0, cell=[12.264] * 3, pbc=True)
     grid = VoxelGrid(("C",), VOXEL)
     lengths = atoms.cell.lengths()
-    index = tuple(int(v) for v in (atoms.positions[4] / (12.264 / 28)).astype(int))
     pulls = []
-    for fade in (None, 0.3):
+    for options in ({}, {"fade": 0.3}):  # the default, and the narrow fade
         x = encoded(atoms, grid).requires_grad_(True)
-        loss = sp3_guidance(grid, 1.0, lengths) if fade is None else sp3_guidance(grid, 1.0, lengths, fade=fade)
-        loss(x).sum().backward()
+        sp3_guidance(grid, 1.0, lengths, **options)(x).sum().backward()
+        index = (atoms.positions[4] / (lengths / x.shape[2:])).astype(int)  # the far atom's voxel
         pulls.append(float(x.grad[0, grid.offset_channels(0), index[0], index[1], index[2]].abs().sum()))
     assert pulls[0] > 1e-4 and pulls[1] == 0, pulls
 
