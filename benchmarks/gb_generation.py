@@ -17,6 +17,9 @@ the bin holds, the next value in the next round), imposed on the generated slab'
 ``--refine K`` then takes K more rounds over the bins in which the lowest-E_gb GB of each of the ``--parents`` [n]
 values of the bin with the lowest E_gb so far gets ``--children`` variations at its own [n] (partial diffusion
 from ``--refine-time``, ``gcd_core.grain_boundaries.refine_relaxed_gbs``): a search driven by the model alone.
+``--hops H`` adds, in every refinement round, H variations of the lowest GB outside the bin made at the bin's own
+[n] values in turn: the model inserts or removes the atoms, as the search's insertions and removals move a
+boundary between [n], so a bin starts from the best boundary found anywhere, not only from its own.
 With ``--samples`` instead, ``--refine K`` varies the lowest GBs of all so far with their atom count free
 (``evolve_gbs``, grand canonical).
 """
@@ -28,6 +31,7 @@ import csv
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from gcd_core.data.bicrystal import atoms_per_plane, gb_system
@@ -64,6 +68,15 @@ def bin_target(index: int, bins: int, per_plane: int, turn: int) -> float:
     return values[turn % len(values)]
 
 
+def refined_bins(pool: list[tuple], bins: int, focus: int) -> list[int]:
+    """The bins a refinement round works on, in index order: all, or the ``focus`` with the lowest E_gb so far."""
+    if not focus:
+        return list(range(bins))
+    lowest = {index: min((r["e_gb"] for _, r in pool if r["target_bin"] == index and np.isfinite(r["e_gb"])),
+                         default=np.inf) for index in range(bins)}
+    return sorted(sorted(range(bins), key=lambda index: lowest[index])[:focus])
+
+
 def how_generated(args: argparse.Namespace) -> str:
     """The generator's sampling plan, in words."""
     if not args.rounds:
@@ -76,6 +89,10 @@ def how_generated(args: argparse.Namespace) -> str:
     plan += "[n] imposed, the bin's values in turn" + (" sample by sample" if args.spread else "")
     refine = (f"; then {args.refine} rounds of {args.children} variations of the lowest GB of each bin's "
               f"{args.parents} lowest [n] values")
+    if args.hops:
+        refine += f" and {args.hops} of the lowest GB outside the bin, at the bin's [n] values in turn"
+    if args.focus:
+        refine += f", each round in the {args.focus} bins of lowest E_gb so far"
     return plan + (refine if args.refine else "")
 
 
@@ -96,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parents", type=int, default=2,
                         help="--refine: GBs varied per bin and round (the lowest of as many [n] values)")
     parser.add_argument("--children", type=int, default=2, help="--refine: variations per parent")
+    parser.add_argument("--focus", type=int, default=0, metavar="F",
+                        help="--rounds --refine: each refinement round works only on the F bins with the lowest "
+                        "E_gb so far (a hunt for the ground state; default: every bin)")
+    parser.add_argument("--hops", type=int, default=0, metavar="H",
+                        help="--rounds --refine: also H variations per bin and round of the lowest GB outside the "
+                        "bin, at the bin's [n] values in turn (cross-[n] moves)")
     parser.add_argument("--refine-time", type=float, default=REFINE_START_TIME,
                         help="--refine: noise time the parent's GB slab is taken back to")
     parser.add_argument("--rows", type=Path, help="CSV of every generated sample")
@@ -116,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     model = GCDModel.load(args.model, device="cpu")
     if args.spread and (args.condition_only or not args.rounds or args.batch > 50):
         parser.error("--spread aims imposed --rounds samples, at most 50 per bin and round (one seed each)")
+    if (args.hops or args.focus) and not (args.rounds and args.refine):
+        parser.error("--hops and --focus work on the [n] bins' refinement: they need --rounds and --refine")
     if args.refine and args.condition_only:
         parser.error("--refine imposes each parent's [n] (with --rounds) or leaves it free (with --samples)")
     generated, pool = [], []
@@ -139,13 +164,22 @@ def main(argv: list[str] | None = None) -> int:
                         pool.append((atoms, {**row, "sample": len(pool), "target_bin": index}))
             print(f"  round {round_index + 1}/{args.rounds}: {len(pool)} samples", file=sys.stderr)
         for round_index in range(args.refine):
-            for index in range(args.bins):
+            for index in refined_bins(pool, args.bins, args.focus):
                 in_bin = [item for item in pool if item[1]["target_bin"] == index]
                 for rank, (parent, row) in enumerate(lowest_gbs(in_bin, args.parents, one_per_n=True)):
                     parent.info["sample"] = row["sample"]  # the pool's numbering, by which its children name it
                     request = GBRequest(system, num_samples=args.children, steps=args.steps, resample=args.resample,
                                         seed=args.seed + 100_000 * (round_index + 1) + 1000 * index + rank,
                                         target_n=float(row["n"]))
+                    for atoms, child in refine_relaxed_gbs(model, parent, request, args.refine_time, len(pool)):
+                        pool.append((atoms, {**child, "target_bin": index}))
+                outside = lowest_gbs([item for item in pool if item[1]["target_bin"] != index], 1)
+                for hop, (parent, row) in enumerate(outside * args.hops):
+                    parent.info["sample"] = row["sample"]
+                    target = bin_target(index, args.bins, per_plane, round_index * args.hops + hop)
+                    request = GBRequest(system, num_samples=1, steps=args.steps, resample=args.resample,
+                                        seed=args.seed + 100_000 * (round_index + 1) + 1000 * index + 500 + hop,
+                                        target_n=target)
                     for atoms, child in refine_relaxed_gbs(model, parent, request, args.refine_time, len(pool)):
                         pool.append((atoms, {**child, "target_bin": index}))
             print(f"  refinement round {round_index + 1}/{args.refine}: {len(pool)} samples", file=sys.stderr)
@@ -191,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
            + (" --spread" if args.spread else "")
            if args.rounds else f"--samples {args.samples}")
         + (f" --refine {args.refine} --parents {args.parents} --children {args.children} --refine-time "
-           f"{args.refine_time}" if args.refine else "")
+           f"{args.refine_time}" + (f" --hops {args.hops}" if args.hops else "")
+           + (f" --focus {args.focus}" if args.focus else "") if args.refine else "")
         + f" --batch {args.batch} --steps {args.steps} --resample {args.resample} --bins {args.bins}`",
         "",
         f"Search: {len(search)} samples, {sum(float(r['cpu_seconds']) for r in search):.0f} CPU s. "
