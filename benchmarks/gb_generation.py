@@ -31,21 +31,17 @@ import csv
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from gcd_core.data.bicrystal import atoms_per_plane, gb_system
 from gcd_core.data.gb_search import gb_phases, lowest_per_n, n_bin, read_gb_table
-from gcd_core.data.gb_windows import window_spec
 from gcd_core.grain_boundaries import (
     IMPOSE_N_BELOW,
     REFINE_START_TIME,
     GBRequest,
     evolve_gbs,
     generate_relaxed_gbs,
-    lowest_gbs,
     plot_gb_energies,
-    refine_relaxed_gbs,
+    survey_gbs,
 )
 from gcd_core.model import GCDModel
 
@@ -59,22 +55,6 @@ def time_to_reach(rows: list[dict], bins: int, targets: dict[int, float]) -> dic
         if index in targets and index not in reached and float(row["e_gb"]) <= targets[index]:
             reached[index] = spent
     return reached
-
-
-def bin_target(index: int, bins: int, per_plane: int, turn: int) -> float:
-    """The target [n] of bin ``index`` at its ``turn``-th aim: the bin's [n] values (whole atoms of a plane of
-    ``per_plane``) taken in turn."""
-    values = [count / per_plane for count in range(per_plane) if n_bin(count / per_plane, bins) == index]
-    return values[turn % len(values)]
-
-
-def refined_bins(pool: list[tuple], bins: int, focus: int) -> list[int]:
-    """The bins a refinement round works on, in index order: all, or the ``focus`` with the lowest E_gb so far."""
-    if not focus:
-        return list(range(bins))
-    lowest = {index: min((r["e_gb"] for _, r in pool if r["target_bin"] == index and np.isfinite(r["e_gb"])),
-                         default=np.inf) for index in range(bins)}
-    return sorted(sorted(range(bins), key=lambda index: lowest[index])[:focus])
 
 
 def how_generated(args: argparse.Namespace) -> str:
@@ -137,53 +117,24 @@ def main(argv: list[str] | None = None) -> int:
     search = sorted(read_gb_table(args.search), key=lambda r: int(r["seed"]))
     system = str(search[0]["gb_system"])
     model = GCDModel.load(args.model, device="cpu")
-    if args.spread and (args.condition_only or not args.rounds or args.batch > 50):
-        parser.error("--spread aims imposed --rounds samples, at most 50 per bin and round (one seed each)")
+    if args.spread and (args.condition_only or not args.rounds):
+        parser.error("--spread aims imposed --rounds samples")
     if (args.hops or args.focus) and not (args.rounds and args.refine):
         parser.error("--hops and --focus work on the [n] bins' refinement: they need --rounds and --refine")
     if args.refine and args.condition_only:
         parser.error("--refine imposes each parent's [n] (with --rounds) or leaves it free (with --samples)")
-    generated, pool = [], []
+    generated = []
     if args.rounds:  # every bin gets its turn in each round, so all bins progress together
-        per_plane = atoms_per_plane(gb_system(system), window_spec(system).repeat)
-        for round_index in range(args.rounds):
-            for index in range(args.bins):
-                if args.condition_only:
-                    targets = [(index + 0.5) / args.bins]
-                elif args.spread:  # each sample of the batch at the bin's next [n] value
-                    targets = [bin_target(index, args.bins, per_plane, round_index * args.batch + i)
-                               for i in range(args.batch)]
-                else:
-                    targets = [bin_target(index, args.bins, per_plane, round_index)]
-                for i, target in enumerate(targets):
-                    seed = args.seed + 1000 * round_index + (index if len(targets) == 1 else 50 * index + i)
-                    request = GBRequest(system, num_samples=args.batch // len(targets), steps=args.steps,
-                                        resample=args.resample, seed=seed, target_n=target,
-                                        impose_n_below=None if args.condition_only else IMPOSE_N_BELOW)
-                    for atoms, row in generate_relaxed_gbs(model, request, args.batch):
-                        pool.append((atoms, {**row, "sample": len(pool), "target_bin": index}))
-            print(f"  round {round_index + 1}/{args.rounds}: {len(pool)} samples", file=sys.stderr)
-        for round_index in range(args.refine):
-            for index in refined_bins(pool, args.bins, args.focus):
-                in_bin = [item for item in pool if item[1]["target_bin"] == index]
-                for rank, (parent, row) in enumerate(lowest_gbs(in_bin, args.parents, one_per_n=True)):
-                    parent.info["sample"] = row["sample"]  # the pool's numbering, by which its children name it
-                    request = GBRequest(system, num_samples=args.children, steps=args.steps, resample=args.resample,
-                                        seed=args.seed + 100_000 * (round_index + 1) + 1000 * index + rank,
-                                        target_n=float(row["n"]))
-                    for atoms, child in refine_relaxed_gbs(model, parent, request, args.refine_time, len(pool)):
-                        pool.append((atoms, {**child, "target_bin": index}))
-                outside = lowest_gbs([item for item in pool if item[1]["target_bin"] != index], 1)
-                for hop, (parent, row) in enumerate(outside * args.hops):
-                    parent.info["sample"] = row["sample"]
-                    target = bin_target(index, args.bins, per_plane, round_index * args.hops + hop)
-                    request = GBRequest(system, num_samples=1, steps=args.steps, resample=args.resample,
-                                        seed=args.seed + 100_000 * (round_index + 1) + 1000 * index + 500 + hop,
-                                        target_n=target)
-                    for atoms, child in refine_relaxed_gbs(model, parent, request, args.refine_time, len(pool)):
-                        pool.append((atoms, {**child, "target_bin": index}))
-            print(f"  refinement round {round_index + 1}/{args.refine}: {len(pool)} samples", file=sys.stderr)
-        generated = [row for _, row in pool]
+        request = GBRequest(system, num_samples=args.batch, steps=args.steps, resample=args.resample, seed=args.seed,
+                            impose_n_below=None if args.condition_only else IMPOSE_N_BELOW)
+
+        def progress_rounds(done: int, samples: int) -> None:
+            print(f"  round {done}/{args.rounds + args.refine}: {samples} samples", file=sys.stderr)
+
+        results = survey_gbs(model, request, args.bins, args.rounds, args.refine, args.parents, args.children,
+                             args.hops, args.focus or None, args.spread, args.refine_time, args.batch,
+                             progress_rounds)
+        generated = [row for _, row in results]
     else:
         request = GBRequest(system, num_samples=args.samples, steps=args.steps, resample=args.resample,
                             seed=args.seed)

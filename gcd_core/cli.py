@@ -568,6 +568,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--children", type=_positive_int, default=2, help="--refine: variations per parent")
     p.add_argument("--refine-time", type=_noise_time, metavar="T",
                    help="--refine: noise time in (0, 1] a parent's slab is taken back to (default 0.4)")
+    p.add_argument("--bins", type=_positive_int, metavar="B",
+                   help="survey every [n]: --samples GBs from noise in each of B equal [n] bins (its [n] values in "
+                   "turn, imposed); --refine rounds then vary, in each bin, the lowest GB of each of its --parents "
+                   "lowest [n] values (--children each) and the lowest GB outside the bin (--hops, at the bin's [n])")
+    p.add_argument("--hops", type=_non_negative_int, default=0, metavar="H",
+                   help="--bins --refine: variations per bin and round of the lowest GB outside the bin, made at "
+                   "the bin's [n] values in turn (the model inserts or removes the atoms)")
+    p.add_argument("--focus", type=_positive_int, metavar="F",
+                   help="--bins --refine: refine only the F bins of lowest E_gb so far (a hunt for the ground state)")
     p.add_argument("--search", type=Path, metavar="DIR", help="a gcd gb-search folder to plot beside")
     p.add_argument("--plot", type=Path, metavar="PNG", help="write E_gb against [n]")
     p.set_defaults(func=cmd_gb_generate)
@@ -1245,19 +1254,35 @@ def cmd_gb_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     from gcd_core.checkpoint import DEFAULT_GB_MODEL
     from gcd_core.data.gb_search import read_gb_table
-    from gcd_core.grain_boundaries import IMPOSE_N_BELOW, REFINE_START_TIME, GBRequest, evolve_gbs, plot_gb_energies
+    from gcd_core.grain_boundaries import (
+        IMPOSE_N_BELOW,
+        REFINE_START_TIME,
+        GBRequest,
+        evolve_gbs,
+        plot_gb_energies,
+        survey_gbs,
+    )
     from gcd_core.model import GCDModel
 
+    if args.bins is not None and (args.target_n is not None or args.condition_only):
+        raise _UsageError("--bins sets each sample's [n] from its bin: drop --target-n and --condition-only")
+    if args.bins is None and (args.hops or args.focus is not None):
+        raise _UsageError("--hops and --focus work on a survey's [n] bins: give --bins")
     search = read_gb_table(args.search) if args.search is not None else []  # a bad folder fails before sampling
     model = GCDModel.load(args.model or DEFAULT_GB_MODEL, device=args.device if "device" in args else None)
     request = GBRequest(args.system, num_samples=args.samples, steps=args.steps, resample=args.resample,
                         seed=args.seed, target_n=args.target_n, shift=args.shift,
                         impose_n_below=None if args.condition_only else IMPOSE_N_BELOW)
     refine_time = REFINE_START_TIME if args.refine_time is None else args.refine_time
-    results = evolve_gbs(model, request, args.refine, args.parents, args.children, refine_time, args.batch)
+    if args.bins is None:
+        results = evolve_gbs(model, request, args.refine, args.parents, args.children, refine_time, args.batch)
+    else:
+        results = survey_gbs(model, request, args.bins, 1, args.refine, args.parents, args.children, args.hops,
+                             args.focus, True, refine_time, args.batch)
     (args.out_dir / "structures").mkdir(parents=True, exist_ok=True)
     with (args.out_dir / "gb_generated.csv").open("w", newline="") as handle:
         columns = ["sample", "n", "n_atoms", "e_gb", "cpu_seconds", "sampling_seconds", "parent"]
+        columns += [] if args.bins is None else ["target_bin"]
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for atoms, row in results:
@@ -1268,6 +1293,13 @@ def cmd_gb_generate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         parent = "-" if row["parent"] < 0 else str(row["parent"])
         print(f"{row['sample']:6d} {parent:>6} {row['n_atoms']:6d} {row['n']:6.3f} {row['e_gb']:13.4f} "
               f"{row['cpu_seconds']:7.1f}")
+    if args.bins is not None:
+        from gcd_core.data.gb_search import lowest_per_n
+
+        print(f"{'[n] bin':>10} {'lowest E_gb':>12} {'[n]':>6} {'sample':>6}")
+        for index, row in lowest_per_n([row for _, row in results], args.bins).items():
+            print(f"{index / args.bins:4.2f}-{(index + 1) / args.bins:4.2f} {row['e_gb']:12.4f} {row['n']:6.3f} "
+                  f"{row['sample']:6d}")
     best = min(results, key=lambda item: item[1]["e_gb"])[1]
     print(f"lowest E_gb {best['e_gb']:.4f} J/m^2 at [n] = {best['n']:.3f}; wrote {args.out_dir}")
     if args.plot is not None:

@@ -14,6 +14,9 @@ model's choice. Conditioning the network on [n] alone did not steer it (README, 
 A relaxed GB can also be varied (``refine_relaxed_gbs``): its own grains are the known voxels and its GB slab,
 noised part way (``REFINE_START_TIME``), is in-painted back, so the model proposes a nearby boundary rather than
 one from scratch. ``evolve_gbs`` iterates that on the lowest-energy GBs so far: a search driven by the model alone.
+``survey_gbs`` does it over every [n] at once: each [n] bin gets its own samples and variations, and variations of
+the lowest GB outside a bin made at the bin's [n] (the model inserts or removes the atoms) carry a good boundary
+across [n], as the GB search's insertions and removals do.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import torch
 from ase import Atoms
 from ase.data import atomic_numbers
 
-from gcd_core.data.bicrystal import OVERLAP_FRACTION, bicrystal, gb_density, gb_system
+from gcd_core.data.bicrystal import OVERLAP_FRACTION, atoms_per_plane, bicrystal, gb_density, gb_system
 from gcd_core.data.gb_windows import (
     gb_window,
     generated_slab,
@@ -362,6 +365,111 @@ def evolve_gbs(
             results += refine_relaxed_gbs(model, parent, part, start_time, first=len(results))
         if progress is not None:
             progress(round_index + 1)
+    return results
+
+
+def bin_values(index: int, bins: int, per_plane: int) -> list[float]:
+    """The [n] values (whole atoms of a plane of ``per_plane``) in bin ``index`` of ``bins`` equal bins."""
+    from gcd_core.data.gb_search import n_bin
+
+    return [count / per_plane for count in range(per_plane) if n_bin(count / per_plane, bins) == index]
+
+
+def lowest_bins(results: Sequence[tuple[Atoms, dict]], bins: int, count: int) -> list[int]:
+    """The ``count`` bins (by ``target_bin``) of lowest E_gb so far, in index order; bins with no finite E_gb
+    last."""
+    lowest = dict.fromkeys(range(bins), np.inf)
+    for _, row in results:
+        if np.isfinite(row["e_gb"]):
+            lowest[row["target_bin"]] = min(lowest[row["target_bin"]], row["e_gb"])
+    return sorted(sorted(range(bins), key=lowest.__getitem__)[:count])
+
+
+def survey_gbs(
+    model: GCDModel,
+    request: GBRequest,
+    bins: int,
+    rounds: int = 1,
+    refine: int = 0,
+    parents: int = 2,
+    children: int = 2,
+    hops: int = 0,
+    focus: int | None = None,
+    spread: bool = True,
+    start_time: float = REFINE_START_TIME,
+    batch: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[tuple[Atoms, dict[str, float]]]:
+    """GBs over the whole [n] range, bin by bin: ``rounds`` rounds in which each of ``bins`` equal [n] bins gets
+    ``request.num_samples`` GBs from noise at its [n] values in turn (``spread``: sample by sample; else one value
+    per round), then ``refine`` rounds in which the lowest GB of each of the bin's ``parents`` lowest [n] values
+    gets ``children`` variations at its own [n], and the lowest GB outside the bin ``hops`` variations at the
+    bin's [n] values in turn (cross-[n] moves). ``focus``: refine only that many bins, those of lowest E_gb so far
+    (a hunt for the ground state). Every row carries its ``target_bin``; samples are numbered in the order made,
+    and seeds depend only on ``request.seed``, the round, the bin and the rank. With ``request.impose_n_below``
+    None (models trained with [n] conditioning) each bin's samples are conditioned on its centre and not refined.
+    ``progress(rounds done, samples so far)``."""
+    if bins < 1 or rounds < 1 or refine < 0 or parents < 1 or children < 1 or hops < 0:
+        raise GCDError(f"bins and rounds must be >= 1, refine and hops >= 0, parents and children >= 1; got {bins}, "
+                       f"{rounds}, {refine}, {hops}, {parents}, {children}")
+    if request.target_n is not None:
+        raise GCDError("a survey sets each sample's [n] from its bin; leave target_n unset")
+    if focus is not None and not 1 <= focus <= bins:
+        raise GCDError(f"focus must be between 1 and the {bins} bins, got {focus}")
+    condition_only = request.impose_n_below is None
+    if condition_only and refine:
+        raise GCDError("a survey refines with [n] imposed; conditioning only takes no refinement rounds")
+    if spread and not condition_only and request.num_samples > 50:
+        raise GCDError("a spread survey takes at most 50 samples per bin and round (one seed each)")
+    _check_start_time(start_time)
+    gb_template(model, request)  # an unknown system or missing reference translation fails before any sampling
+    per_plane = atoms_per_plane(gb_system(request.system), window_spec(request.system).repeat)
+
+    def seeded(offset: int) -> int | None:
+        return None if request.seed is None else request.seed + offset
+
+    results: list[tuple[Atoms, dict[str, float]]] = []
+
+    def keep(made: list[tuple[Atoms, dict[str, float]]], index: int) -> None:
+        for atoms, row in made:
+            row = {**row, "sample": len(results), "target_bin": index}
+            atoms.info.update(row)  # a parent's info names it as the table does
+            results.append((atoms, row))
+
+    for round_index in range(rounds):  # every bin gets its turn in each round, so all bins progress together
+        for index in range(bins):
+            values = bin_values(index, bins, per_plane)
+            if condition_only:
+                targets = [(index + 0.5) / bins]
+            elif spread:
+                targets = [values[(round_index * request.num_samples + i) % len(values)]
+                           for i in range(request.num_samples)]
+            else:
+                targets = [values[round_index % len(values)]]
+            for i, target in enumerate(targets):
+                part = dataclasses.replace(
+                    request, num_samples=request.num_samples // len(targets), target_n=target,
+                    seed=seeded(1000 * round_index + (index if len(targets) == 1 else 50 * index + i)))
+                keep(generate_relaxed_gbs(model, part, batch), index)
+        if progress is not None:
+            progress(round_index + 1, len(results))
+    for round_index in range(refine):
+        offset = 100_000 * (round_index + 1)
+        for index in lowest_bins(results, bins, focus) if focus else range(bins):
+            in_bin = [item for item in results if item[1]["target_bin"] == index]
+            for rank, (parent, row) in enumerate(lowest_gbs(in_bin, parents)):
+                part = dataclasses.replace(request, num_samples=children, target_n=float(row["n"]),
+                                           seed=seeded(offset + 1000 * index + rank))
+                keep(refine_relaxed_gbs(model, parent, part, start_time), index)
+            outside = lowest_gbs([item for item in results if item[1]["target_bin"] != index], 1)
+            values = bin_values(index, bins, per_plane)
+            for hop, (parent, _) in enumerate(outside * hops):
+                part = dataclasses.replace(request, num_samples=1,
+                                           target_n=values[(round_index * hops + hop) % len(values)],
+                                           seed=seeded(offset + 1000 * index + 500 + hop))
+                keep(refine_relaxed_gbs(model, parent, part, start_time), index)
+        if progress is not None:
+            progress(rounds + round_index + 1, len(results))
     return results
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import shutil
 import subprocess
@@ -558,6 +559,17 @@ def test_gb_search_train_and_generate_end_to_end(tmp_path: Path, capsys: pytest.
         atoms = ase.io.read(out / "structures" / f"{sample}.extxyz")
         assert atoms.info["gb_system"] == "cu_sigma5_tilt" and "e_gb" in atoms.info
         assert gb_density(atoms) == 0.5  # the target [n], imposed (on the refined sample too)
+    capsys.readouterr()
+    survey = tmp_path / "survey"  # one sample per [n] bin, then a variation of its own and a hop into each bin
+    assert main(["gb-generate", "cu_sigma5_tilt", str(survey), "--model", str(model / "model.pt"), "--samples", "1",
+                 "--steps", "2", "--resample", "1", "--bins", "2", "--refine", "1", "--parents", "1", "--children",
+                 "1", "--hops", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "0.00-0.50" in text and "0.50-1.00" in text
+    with (survey / "gb_generated.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["target_bin"] for row in rows] == ["0", "1", "0", "0", "1", "1"]
+    assert all(int(float(row["n"]) * 2) == int(row["target_bin"]) for row in rows)  # imposed: every [n] in its bin
 
 
 def test_gb_commands_refuse_bad_input_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -567,6 +579,10 @@ def test_gb_commands_refuse_bad_input_in_one_line(tmp_path: Path, capsys: pytest
     assert capsys.readouterr().err.count("\n") == 1
     assert main(["gb-generate", "cu_sigma5_tilt", str(tmp_path), "--refine", "1", "--refine-time", "2"]) == 2
     assert "--refine-time: must be a noise time in (0, 1], got 2" in capsys.readouterr().err
+    assert main(["gb-generate", "cu_sigma5_tilt", str(tmp_path), "--bins", "4", "--target-n", "0.5"]) == 2
+    assert "--bins sets each sample's [n]" in capsys.readouterr().err
+    assert main(["gb-generate", "cu_sigma5_tilt", str(tmp_path), "--hops", "2"]) == 2
+    assert "give --bins" in capsys.readouterr().err
     assert main(["gb-search", "al_sigma3", str(tmp_path)]) == 2
     assert "invalid choice" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "m"), "--crystal", "bcc", "--gb-condition-n"]) == 1

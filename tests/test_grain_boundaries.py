@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from gcd_core.data.bicrystal import GB_SYSTEMS, OVERLAP_FRACTION, bicrystal, gb_density, gb_energy
+from gcd_core.data.gb_search import lowest_per_n
 from gcd_core.data.gb_windows import (
     GB_WINDOWS,
     gb_window,
@@ -25,6 +26,7 @@ from gcd_core.grain_boundaries import (
     generate_gb,
     lowest_gbs,
     refine_relaxed_gbs,
+    survey_gbs,
 )
 from gcd_core.model import Conditioning, GCDModel
 from gcd_core.nn.unet import UNet3D
@@ -139,6 +141,9 @@ def test_parents_are_the_lowest_gbs_one_per_n_and_never_a_failed_relaxation():
     assert [row["sample"] for _, row in lowest_gbs(results, 3, one_per_n=False)] == [1, 0, 4]
     assert [row["sample"] for _, row in lowest_gbs(results, 3)] == [1, 4, 5]
     assert [row["sample"] for _, row in lowest_gbs(results, 9)] == [1, 4, 5]
+    # a failed relaxation first in its bin does not hide the bin's later samples; alone, it leaves the bin out
+    failed_first = [{"n": 0.1, "e_gb": float("nan")}, {"n": 0.2, "e_gb": 1.3}, {"n": 0.7, "e_gb": float("nan")}]
+    assert lowest_per_n(failed_first, 2) == {0: failed_first[1]}
 
 
 @needs_lammps
@@ -158,6 +163,40 @@ def test_evolve_varies_the_lowest_gbs_so_far_at_the_target_n():
     assert all(row["cpu_seconds"] >= row["sampling_seconds"] > 0 for row in rows)
     with pytest.raises(GCDError, match="rounds"):
         evolve_gbs(model, request, rounds=1, parents=0)
+
+
+@needs_lammps
+def test_a_survey_covers_every_bin_and_hops_carry_the_lowest_gb_outside_a_bin_to_its_n():
+    key = "cu_sigma5_tilt"  # 16 atoms per plane: bins of [n] 0-0.5 and 0.5-1 hold eight values each
+    model = tiny_gb_model(key)
+    request = GBRequest(key, num_samples=2, steps=2, resample=1, seed=5)
+    results = survey_gbs(model, request, bins=2, refine=1, parents=1, children=1, hops=2, batch=2)
+    rows = [row for _, row in results]
+    assert [row["sample"] for row in rows] == list(range(10))
+    first, refined = rows[:4], rows[4:]
+    assert [row["target_bin"] for row in first] == [0, 0, 1, 1]
+    assert [row["n"] for row in first] == pytest.approx([0, 1 / 16, 0.5, 9 / 16], abs=1e-9)  # the values in turn
+    assert all(row["parent"] == -1 for row in first)
+    for index in (0, 1):
+        mine = [row for row in refined if row["target_bin"] == index]
+        own, hops = mine[0], mine[1:]
+        in_bin = [row for row in first if row["target_bin"] == index and np.isfinite(row["e_gb"])]
+        assert own["parent"] == min(in_bin, key=lambda row: row["e_gb"])["sample"]
+        assert own["n"] == pytest.approx(rows[own["parent"]]["n"], abs=1e-9)  # a variation keeps its [n]
+        # the hops vary the lowest GB made outside the bin so far, at this bin's [n] values
+        outside = [row for row in rows[: own["sample"]] if row["target_bin"] != index and np.isfinite(row["e_gb"])]
+        assert {hop["parent"] for hop in hops} == {min(outside, key=lambda row: row["e_gb"])["sample"]}
+        assert [hop["n"] for hop in hops] == pytest.approx([index / 2, index / 2 + 1 / 16], abs=1e-9)
+    again = survey_gbs(model, request, bins=2, refine=1, parents=1, children=1, hops=2, batch=2)
+    assert [row["e_gb"] for _, row in again] == pytest.approx([row["e_gb"] for row in rows], nan_ok=True)
+    focused = survey_gbs(model, request, bins=2, refine=1, parents=1, children=1, focus=1, batch=2)
+    lowest = min((row for row in first if np.isfinite(row["e_gb"])), key=lambda row: row["e_gb"])
+    assert [row["target_bin"] for _, row in focused[4:]] == [lowest["target_bin"]]
+    for bad, match in (({"bins": 0}, "bins"), ({"bins": 2, "focus": 3}, "focus"), ({"bins": 2, "hops": -1}, "hops")):
+        with pytest.raises(GCDError, match=match):
+            survey_gbs(model, request, **bad)
+    with pytest.raises(GCDError, match="target_n"):
+        survey_gbs(model, dataclasses.replace(request, target_n=0.5), bins=2)
 
 
 def test_gb_requests_name_their_problems():

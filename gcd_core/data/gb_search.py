@@ -298,9 +298,12 @@ def n_bin(n: float, bins: int) -> int:
 
 
 def lowest_per_n(rows: Iterable[dict[str, object]], bins: int) -> dict[int, dict[str, object]]:
-    """The lowest-E_gb row in each of ``bins`` equal [n] bins (bin index -> row); bins with no sample left out."""
+    """The lowest-E_gb row in each of ``bins`` equal [n] bins (bin index -> row); failed relaxations (E_gb not
+    finite) never count, and bins with no other sample are left out."""
     best: dict[int, dict[str, object]] = {}
     for row in rows:
+        if not math.isfinite(float(row["e_gb"])):
+            continue
         index = n_bin(float(row["n"]), bins)
         if index not in best or float(row["e_gb"]) < float(best[index]["e_gb"]):
             best[index] = row
