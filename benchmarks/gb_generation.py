@@ -19,7 +19,8 @@ values of the bin with the lowest E_gb so far gets ``--children`` variations at 
 from ``--refine-time``, ``gcd_core.grain_boundaries.refine_relaxed_gbs``): a search driven by the model alone.
 ``--hops H`` adds, in every refinement round, H variations of the lowest GB outside the bin made at the bin's own
 [n] values in turn: the model inserts or removes the atoms, as the search's insertions and removals move a
-boundary between [n], so a bin starts from the best boundary found anywhere, not only from its own.
+boundary between [n], so a bin starts from the best boundary found anywhere, not only from its own. ``--focus F``
+refines only the F bins of lowest E_gb so far. The rounds are ``gcd_core.grain_boundaries.survey_gbs``.
 With ``--samples`` instead, ``--refine K`` varies the lowest GBs of all so far with their atom count free
 (``evolve_gbs``, grand canonical).
 """

@@ -424,6 +424,7 @@ def survey_gbs(
     _check_start_time(start_time)
     gb_template(model, request)  # an unknown system or missing reference translation fails before any sampling
     per_plane = atoms_per_plane(gb_system(request.system), window_spec(request.system).repeat)
+    values_of = [bin_values(index, bins, per_plane) for index in range(bins)]
 
     def seeded(offset: int) -> int | None:
         return None if request.seed is None else request.seed + offset
@@ -437,8 +438,7 @@ def survey_gbs(
             results.append((atoms, row))
 
     for round_index in range(rounds):  # every bin gets its turn in each round, so all bins progress together
-        for index in range(bins):
-            values = bin_values(index, bins, per_plane)
+        for index, values in enumerate(values_of):
             if condition_only:
                 targets = [(index + 0.5) / bins]
             elif spread:
@@ -462,7 +462,7 @@ def survey_gbs(
                                            seed=seeded(offset + 1000 * index + rank))
                 keep(refine_relaxed_gbs(model, parent, part, start_time), index)
             outside = lowest_gbs([item for item in results if item[1]["target_bin"] != index], 1)
-            values = bin_values(index, bins, per_plane)
+            values = values_of[index]
             for hop, (parent, _) in enumerate(outside * hops):
                 part = dataclasses.replace(request, num_samples=1,
                                            target_n=values[(round_index * hops + hop) % len(values)],
